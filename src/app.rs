@@ -1,0 +1,175 @@
+//! Wiring: builds the configured source, stages and sink, and runs them
+//! until the input ends or a shutdown signal arrives.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{Backend, Config, StoreKind};
+use crate::embed::Embedder;
+use crate::embed::model::{ModelSpec, OrtEmbedder};
+use crate::fetch::Fetcher;
+use crate::pipeline::{Pipeline, Stats};
+use crate::recommend::Recommender;
+use crate::sink::ListSink;
+use crate::sink::files::FileSink;
+use crate::source::EventSource;
+use crate::source::files::FileSource;
+use crate::store::VectorStore;
+use crate::store::edge::EdgeStore;
+use crate::records::AdRecord;
+
+/// Load the configured embedder.
+pub fn load_embedder(config: &Config) -> Result<Arc<dyn Embedder>> {
+    let spec = ModelSpec::from_manifest(&config.model.manifest)?;
+    let embedder = OrtEmbedder::load(
+        &config.model.ort_library,
+        &config.model.path,
+        spec,
+        config.model.intra_threads,
+        config.fetch.max_image_side,
+    )?;
+    Ok(Arc::new(embedder))
+}
+
+/// The product and ad collections of the configured store, for `dim`-sized vectors.
+pub fn open_stores(config: &Config, model_id: &str, dim: usize) -> Result<(Arc<dyn VectorStore>, Arc<dyn VectorStore>)> {
+    match config.store.kind {
+        StoreKind::Edge => {
+            // One collection per embedding space: a new model never mixes with old vectors.
+            let base = config.store_dir().join(sanitize(model_id));
+            std::fs::create_dir_all(&base).with_context(|| format!("creating {}", base.display()))?;
+            let products = EdgeStore::open(&base.join("products"), dim)?;
+            let ads = EdgeStore::open(&base.join("ads"), dim)?;
+            Ok((Arc::new(products), Arc::new(ads)))
+        }
+    }
+}
+
+fn sanitize(id: &str) -> String {
+    id.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.' { c } else { '_' }).collect()
+}
+
+/// What a finished run reports.
+pub struct RunReport {
+    /// Counters.
+    pub stats: Stats,
+    /// Live ads with their lists, by ad id.
+    pub ads: Vec<AdRecord>,
+    /// Where the lists were written.
+    pub output_dir: PathBuf,
+    /// Where the vector store lives.
+    pub store_dir: PathBuf,
+}
+
+/// Run the worker with `config` until its input ends or `shutdown` fires.
+pub async fn run(config: Config, shutdown: CancellationToken) -> Result<RunReport> {
+    let embedder = load_embedder(&config)?;
+    let (products, ads_store) = open_stores(&config, embedder.model_id(), embedder.dim())?;
+    let output_dir = config.output_dir();
+    let sink: Arc<dyn ListSink> = match config.sink.kind {
+        Backend::Files => Arc::new(FileSink::open(&output_dir)?),
+        Backend::Kafka => anyhow::bail!("the kafka sink is not available in this build"),
+    };
+    let mut source: Box<dyn EventSource> = match config.source.kind {
+        Backend::Files => Box::new(FileSource::open(&config.source.input, &config.data_dir)?),
+        Backend::Kafka => anyhow::bail!("the kafka source is not available in this build"),
+    };
+    let recommender = Recommender::load(
+        products.clone(),
+        ads_store,
+        sink.clone(),
+        config.recommend.clone(),
+        embedder.model_id().to_string(),
+    )
+    .await?;
+    let fetcher = Fetcher::new(&config.fetch)?;
+    let store_dir = config.store_dir();
+    tracing::info!(
+        model = embedder.model_id(),
+        input = %config.source.input.display(),
+        output = %output_dir.display(),
+        store = %store_dir.display(),
+        "adrec worker starting"
+    );
+    let mut pipeline = Pipeline::new(config, fetcher, embedder, products, sink, recommender);
+    pipeline.run(source.as_mut(), shutdown).await?;
+    let stats = pipeline.stats.clone();
+    tracing::info!(?stats, "adrec worker stopped");
+    let ads = pipeline.recommender.live_ads().cloned().collect();
+    Ok(RunReport { stats, ads, output_dir, store_dir })
+}
+
+/// Cancel `token` on SIGINT or SIGTERM (the in-flight record finishes first).
+pub fn cancel_on_signals(token: CancellationToken) {
+    tokio::spawn(async move {
+        let ctrl_c = tokio::signal::ctrl_c();
+        #[cfg(unix)]
+        {
+            let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot listen for SIGTERM");
+                    let _ = ctrl_c.await;
+                    token.cancel();
+                    return;
+                }
+            };
+            tokio::select! {
+                _ = ctrl_c => {}
+                _ = term.recv() => {}
+            }
+        }
+        #[cfg(not(unix))]
+        let _ = ctrl_c.await;
+        tracing::info!("shutdown requested: finishing the in-flight record");
+        token.cancel();
+    });
+}
+
+/// Human-readable end-of-run summary: counters, each ad's top `top`, and paths.
+pub fn format_report(report: &RunReport, top: usize) -> String {
+    use std::fmt::Write;
+    let s = &report.stats;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "\nprocessed {} events: {} applied, {} stale, {} dead-lettered; {} images embedded; {} lists published",
+        s.records, s.applied, s.stale, s.dead_lettered, s.images_embedded, s.lists_published
+    );
+    for ad in &report.ads {
+        let _ = writeln!(out, "\nad {} (v{}, {} items):", ad.ad_id, ad.version, ad.items.len());
+        for (rank, item) in ad.items.iter().take(top).enumerate() {
+            let _ = writeln!(out, "  {:>2}. {:<32} {:.4}", rank + 1, item.product_id, item.score);
+        }
+    }
+    let _ = writeln!(out, "\nfull lists:   {}/lists/<ad>.json (history: {}/lists.jsonl)", report.output_dir.display(), report.output_dir.display());
+    let _ = writeln!(out, "dead letters: {}/dlq.jsonl", report.output_dir.display());
+    let _ = writeln!(out, "vector store: {}", report.store_dir.display());
+    out
+}
+
+/// Each ad's current list from a files-sink directory, top `top` items each.
+pub fn format_lists_dir(output_dir: &std::path::Path, top: usize) -> Result<String> {
+    use std::fmt::Write;
+    let dir = output_dir.join("lists");
+    let mut entries: Vec<_> = std::fs::read_dir(&dir)
+        .with_context(|| format!("reading {}; run `adrec run` first", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "json"))
+        .collect();
+    entries.sort();
+    let mut out = String::new();
+    for path in entries {
+        let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+        let list: crate::events::RecommendationList =
+            serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+        let _ = writeln!(out, "ad {} (v{}, {} items):", list.ad_id, list.version, list.items.len());
+        for (rank, item) in list.items.iter().take(top).enumerate() {
+            let _ = writeln!(out, "  {:>2}. {:<32} {:.4}", rank + 1, item.product_id, item.score);
+        }
+    }
+    Ok(out)
+}

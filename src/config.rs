@@ -1,0 +1,370 @@
+//! Typed configuration: a TOML file plus `ADREC_*` environment overrides,
+//! validated once at start so that a bad setting fails fast with a message
+//! that names the key and the fix.
+//!
+//! Nested keys are overridden with a double underscore:
+//! `ADREC_FETCH__TIMEOUT_MS=2000` sets `fetch.timeout_ms`.
+
+use std::path::{Path, PathBuf};
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+
+/// Default config file used by every subcommand unless `--config` says otherwise.
+pub const DEFAULT_CONFIG: &str = "config/local.toml";
+
+/// Errors loading or validating the configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file is missing, unreadable, or a value has the wrong type.
+    #[error("cannot load config: {0}")]
+    Load(String),
+    /// A value is well-typed but not usable.
+    #[error("invalid config `{key}`: {reason}")]
+    Invalid { key: &'static str, reason: String },
+}
+
+/// The whole worker configuration.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Directory for the embedded store, file-source offsets and outputs.
+    pub data_dir: PathBuf,
+    /// Where events come from.
+    pub source: SourceConfig,
+    /// Where recommendation lists and dead letters go.
+    pub sink: SinkConfig,
+    /// Which vector store backs products and ads.
+    pub store: StoreConfig,
+    /// The image model.
+    pub model: ModelConfig,
+    /// Image download limits and URL policy.
+    pub fetch: FetchConfig,
+    /// Recommendation list settings.
+    pub recommend: RecommendConfig,
+    /// Event validation limits.
+    pub events: EventLimits,
+    /// Retry policy for transient failures.
+    pub retry: RetryConfig,
+    /// Logging.
+    pub log: LogConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from("data"),
+            source: SourceConfig::default(),
+            sink: SinkConfig::default(),
+            store: StoreConfig::default(),
+            model: ModelConfig::default(),
+            fetch: FetchConfig::default(),
+            recommend: RecommendConfig::default(),
+            events: EventLimits::default(),
+            retry: RetryConfig::default(),
+            log: LogConfig::default(),
+        }
+    }
+}
+
+/// Event source selection.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SourceConfig {
+    /// `files` (embedded default) or `kafka`.
+    pub kind: Backend,
+    /// A directory holding `products.jsonl` and/or `ads.jsonl`, a single
+    /// `.jsonl` file, or `-` for stdin (files source only).
+    pub input: PathBuf,
+}
+
+impl Default for SourceConfig {
+    fn default() -> Self {
+        Self { kind: Backend::Files, input: PathBuf::from("data/demo/events") }
+    }
+}
+
+/// Which backend carries events in or out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    /// Local JSONL files (or stdin).
+    Files,
+    /// A Kafka cluster.
+    Kafka,
+}
+
+/// Sink selection.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SinkConfig {
+    /// `files` (embedded default) or `kafka`.
+    pub kind: Backend,
+    /// Output directory for `lists.jsonl`, `lists/<ad>.json` and `dlq.jsonl`
+    /// (files sink); relative paths are under `data_dir`.
+    pub output_dir: PathBuf,
+}
+
+impl Default for SinkConfig {
+    fn default() -> Self {
+        Self { kind: Backend::Files, output_dir: PathBuf::from("out") }
+    }
+}
+
+/// Vector store selection.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StoreConfig {
+    /// `edge` (embedded Qdrant engine under `data_dir/store`).
+    pub kind: StoreKind,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        Self { kind: StoreKind::Edge }
+    }
+}
+
+/// Which vector store to use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreKind {
+    /// In-process Qdrant engine on local disk.
+    Edge,
+}
+
+/// Model files and inference settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ModelConfig {
+    /// `models/manifest.toml`: model id, input size, mean/std, output name.
+    pub manifest: PathBuf,
+    /// The ONNX model file written by `models/fetch`.
+    pub path: PathBuf,
+    /// The ONNX Runtime shared library written by `models/fetch`.
+    pub ort_library: PathBuf,
+    /// Threads ONNX Runtime may use inside one inference call.
+    pub intra_threads: usize,
+}
+
+impl Default for ModelConfig {
+    fn default() -> Self {
+        Self {
+            manifest: PathBuf::from("models/manifest.toml"),
+            path: PathBuf::from("models/efficientnet_lite0.onnx"),
+            ort_library: PathBuf::from("models/onnxruntime/libonnxruntime.so"),
+            intra_threads: 2,
+        }
+    }
+}
+
+/// Image download limits and URL policy.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FetchConfig {
+    /// Whole-request deadline (connect + headers + body), milliseconds.
+    pub timeout_ms: u64,
+    /// Connect timeout, milliseconds.
+    pub connect_timeout_ms: u64,
+    /// Largest accepted image body, bytes.
+    pub max_bytes: u64,
+    /// Redirects followed before giving up.
+    pub max_redirects: usize,
+    /// Allow `file://` URLs (operator-controlled inputs only).
+    pub allow_file_urls: bool,
+    /// Allow loopback/private/link-local targets (local demos and tests only).
+    pub allow_private_networks: bool,
+    /// Largest accepted decoded image side, pixels (guards decompression bombs).
+    pub max_image_side: u32,
+}
+
+impl Default for FetchConfig {
+    fn default() -> Self {
+        Self {
+            timeout_ms: 10_000,
+            connect_timeout_ms: 3_000,
+            max_bytes: 20 * 1024 * 1024,
+            max_redirects: 5,
+            allow_file_urls: false,
+            allow_private_networks: false,
+            max_image_side: 12_000,
+        }
+    }
+}
+
+/// Recommendation list settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RecommendConfig {
+    /// List length when an ad does not say `k`.
+    pub default_k: usize,
+    /// Largest `k` an ad may ask for.
+    pub max_k: usize,
+    /// Score changes at or below this do not republish a list.
+    pub score_epsilon: f32,
+}
+
+impl Default for RecommendConfig {
+    fn default() -> Self {
+        Self { default_k: 10, max_k: 100, score_epsilon: 1e-4 }
+    }
+}
+
+/// Event validation limits.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EventLimits {
+    /// Largest accepted event payload, bytes.
+    pub max_payload_bytes: usize,
+    /// Longest accepted entity id, bytes.
+    pub max_id_bytes: usize,
+    /// How far in the future `updated_at` may be, seconds.
+    pub max_future_skew_s: i64,
+}
+
+impl Default for EventLimits {
+    fn default() -> Self {
+        Self { max_payload_bytes: 64 * 1024, max_id_bytes: 256, max_future_skew_s: 24 * 3600 }
+    }
+}
+
+/// Capped exponential backoff with jitter for transient failures.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RetryConfig {
+    /// First delay, milliseconds.
+    pub initial_ms: u64,
+    /// Largest delay, milliseconds.
+    pub max_ms: u64,
+    /// Attempts before a transient failure is treated as permanent (0 = retry forever).
+    pub max_attempts: usize,
+}
+
+impl Default for RetryConfig {
+    fn default() -> Self {
+        Self { initial_ms: 200, max_ms: 30_000, max_attempts: 0 }
+    }
+}
+
+/// Logging settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    /// `tracing` filter, e.g. `info` or `adrec=debug`; `RUST_LOG` wins when set.
+    pub level: String,
+    /// One JSON object per log line instead of human-readable text.
+    pub json: bool,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self { level: "info".into(), json: false }
+    }
+}
+
+impl Config {
+    /// Load `path` (must exist), apply `ADREC_*` overrides, validate.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        if !path.exists() {
+            return Err(ConfigError::Load(format!(
+                "{} does not exist; pass --config with an existing file (see config/local.toml)",
+                path.display()
+            )));
+        }
+        let figment = Figment::from(Serialized::defaults(Config::default()))
+            .merge(Toml::file(path))
+            .merge(Env::prefixed("ADREC_").split("__"));
+        let config: Config = figment.extract().map_err(|e| ConfigError::Load(e.to_string()))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Check cross-field rules that types cannot express.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |key, reason: &str| Err(ConfigError::Invalid { key, reason: reason.to_string() });
+        if self.recommend.default_k == 0 || self.recommend.default_k > self.recommend.max_k {
+            return invalid("recommend.default_k", "must be between 1 and recommend.max_k");
+        }
+        if self.recommend.max_k > 1000 {
+            return invalid("recommend.max_k", "must be at most 1000");
+        }
+        if self.fetch.max_bytes == 0 {
+            return invalid("fetch.max_bytes", "must be positive");
+        }
+        if self.fetch.timeout_ms == 0 {
+            return invalid("fetch.timeout_ms", "must be positive");
+        }
+        if self.model.intra_threads == 0 {
+            return invalid("model.intra_threads", "must be at least 1");
+        }
+        if self.retry.initial_ms == 0 || self.retry.max_ms < self.retry.initial_ms {
+            return invalid("retry", "need 0 < initial_ms <= max_ms");
+        }
+        if self.events.max_id_bytes == 0 {
+            return invalid("events.max_id_bytes", "must be positive");
+        }
+        if self.source.kind == Backend::Kafka || self.sink.kind == Backend::Kafka {
+            return invalid("source.kind", "kafka is not available in this build yet; use `files`");
+        }
+        Ok(())
+    }
+
+    /// Directory of the embedded vector store.
+    pub fn store_dir(&self) -> PathBuf {
+        self.data_dir.join("store")
+    }
+
+    /// Output directory of the files sink.
+    pub fn output_dir(&self) -> PathBuf {
+        self.data_dir.join(&self.sink.output_dir)
+    }
+
+    /// Effective config as TOML (for `check-config`).
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot render config: {e}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid() {
+        Config::default().validate().expect("defaults must validate");
+    }
+
+    #[test]
+    fn env_overrides_nested_keys() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, "data_dir = \"x\"\n[fetch]\ntimeout_ms = 5\n").expect("write");
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("ADREC_DATA_DIR", "/tmp/elsewhere");
+            jail.set_env("ADREC_FETCH__MAX_BYTES", "1234");
+            let c = Config::load(&path).expect("load");
+            assert_eq!(c.data_dir, PathBuf::from("/tmp/elsewhere"));
+            assert_eq!(c.fetch.max_bytes, 1234);
+            assert_eq!(c.fetch.timeout_ms, 5);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn unknown_key_is_rejected() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, "[fetch]\ntimeout = 5\n").expect("write");
+        let err = Config::load(&path).expect_err("unknown key");
+        assert!(err.to_string().contains("timeout"), "{err}");
+    }
+
+    #[test]
+    fn bad_k_names_the_key() {
+        let mut c = Config::default();
+        c.recommend.default_k = 0;
+        let err = c.validate().expect_err("k=0");
+        assert!(err.to_string().contains("recommend.default_k"), "{err}");
+    }
+}

@@ -1,0 +1,48 @@
+//! Image embedding: the [`Embedder`] seam, its errors, and the ONNX Runtime
+//! implementation.
+
+pub mod model;
+pub mod preprocess;
+
+/// Why an image could not be embedded.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum EmbedError {
+    /// The bytes are not a decodable image (corrupt, truncated, unknown format).
+    #[error("cannot decode image: {0}")]
+    Decode(String),
+    /// The image's dimensions exceed fetch.max_image_side.
+    #[error("image too large to decode: {0} (fetch.max_image_side)")]
+    TooLarge(String),
+    /// ONNX Runtime failed while running the model.
+    #[error("model inference failed: {0}")]
+    Runtime(String),
+    /// The model or runtime could not be loaded.
+    #[error("cannot load model: {0}")]
+    Load(String),
+}
+
+impl EmbedError {
+    /// Whether retrying may help. Bad images never get better; an inference
+    /// failure is ours, not the event's, so it must not send events to the DLQ.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, EmbedError::Runtime(_))
+    }
+}
+
+/// Turns image bytes into L2-normalised vectors of one embedding space.
+pub trait Embedder: Send + Sync + 'static {
+    /// Identifies the embedding space (written on every vector and list).
+    fn model_id(&self) -> &str;
+    /// Vector length.
+    fn dim(&self) -> usize;
+    /// Embed one encoded image (blocking: call from a blocking thread).
+    fn embed(&self, image_bytes: &[u8]) -> Result<Vec<f32>, EmbedError>;
+}
+
+/// Scale `v` to unit length (left as is when all zeros).
+pub fn l2_normalise(v: &mut [f32]) {
+    let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+    if norm > 0.0 {
+        v.iter_mut().for_each(|x| *x /= norm);
+    }
+}

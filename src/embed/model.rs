@@ -1,0 +1,167 @@
+//! The ONNX Runtime embedder: loads the runtime library and model that
+//! `models/fetch` placed, and turns image bytes into pooled, L2-normalised
+//! CNN features.
+
+use std::path::Path;
+use std::sync::{Mutex, OnceLock};
+
+use ort::session::Session;
+use ort::session::builder::GraphOptimizationLevel;
+use ort::value::TensorRef;
+use serde::Deserialize;
+
+use super::preprocess::{self, InputSpec};
+use super::{EmbedError, Embedder, l2_normalise};
+
+/// The model facts `models/manifest.toml` records (`[model]` and `[preprocess]`).
+#[derive(Debug, Clone)]
+pub struct ModelSpec {
+    /// Embedding-space id written on every vector and list.
+    pub id: String,
+    /// Input tensor name.
+    pub input_name: String,
+    /// Output tensor with pooled features.
+    pub output_features: String,
+    /// Square input side.
+    pub input_size: u32,
+    /// Per-channel mean (after scaling to [0, 1]).
+    pub mean: [f32; 3],
+    /// Per-channel std.
+    pub std: [f32; 3],
+    /// Feature length.
+    pub feature_dim: usize,
+}
+
+#[derive(Deserialize)]
+struct Manifest {
+    model: ManifestModel,
+    preprocess: ManifestPreprocess,
+}
+
+#[derive(Deserialize)]
+struct ManifestModel {
+    id: String,
+    input_name: String,
+    output_features: String,
+    feature_dim: usize,
+}
+
+#[derive(Deserialize)]
+struct ManifestPreprocess {
+    resize: [u32; 2],
+    mean: [f32; 3],
+    std: [f32; 3],
+}
+
+impl ModelSpec {
+    /// Read the model facts from a manifest file.
+    pub fn from_manifest(path: &Path) -> Result<Self, EmbedError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| EmbedError::Load(format!("{}: {e}; run models/fetch first", path.display())))?;
+        let m: Manifest = toml::from_str(&text).map_err(|e| EmbedError::Load(format!("{}: {e}", path.display())))?;
+        let [w, h] = m.preprocess.resize;
+        if w != h {
+            return Err(EmbedError::Load(format!("{}: only square inputs are supported, got {w}x{h}", path.display())));
+        }
+        Ok(Self {
+            id: m.model.id,
+            input_name: m.model.input_name,
+            output_features: m.model.output_features,
+            input_size: w,
+            mean: m.preprocess.mean,
+            std: m.preprocess.std,
+            feature_dim: m.model.feature_dim,
+        })
+    }
+
+    /// Preprocessing parameters.
+    pub fn input_spec(&self) -> InputSpec {
+        InputSpec { size: self.input_size, mean: self.mean, std: self.std }
+    }
+}
+
+/// ONNX Runtime allows one environment per process, ever: keep it here.
+static ORT_ENV: OnceLock<Result<ort::environment::Environment, String>> = OnceLock::new();
+
+fn environment(library: &Path) -> Result<ort::environment::Environment, EmbedError> {
+    ORT_ENV
+        .get_or_init(|| {
+            ort::init_from(library)
+                .map_err(|e| format!("cannot load ONNX Runtime from {}: {e}; run models/fetch", library.display()))?
+                .with_name("adrec")
+                .build()
+                .map_err(|e| e.to_string())
+        })
+        .clone()
+        .map_err(EmbedError::Load)
+}
+
+/// Embeds images with an ONNX model via ONNX Runtime.
+pub struct OrtEmbedder {
+    session: Mutex<Session>,
+    spec: ModelSpec,
+    max_side: u32,
+}
+
+impl OrtEmbedder {
+    /// Load the runtime library and the model.
+    pub fn load(library: &Path, model: &Path, spec: ModelSpec, intra_threads: usize, max_side: u32) -> Result<Self, EmbedError> {
+        if !model.exists() {
+            return Err(EmbedError::Load(format!("{} is missing; run models/fetch", model.display())));
+        }
+        let env = environment(library)?;
+        let session = Session::builder(&env)
+            .and_then(|b| Ok(b.with_optimization_level(GraphOptimizationLevel::Level3)?))
+            .and_then(|b| Ok(b.with_intra_threads(intra_threads)?))
+            .and_then(|mut b| b.commit_from_file(model))
+            .map_err(|e| EmbedError::Load(format!("{}: {e}", model.display())))?;
+        for (name, outlets) in [(&spec.input_name, session.inputs()), (&spec.output_features, session.outputs())] {
+            if !outlets.iter().any(|o| o.name() == name.as_str()) {
+                return Err(EmbedError::Load(format!("model has no tensor named `{name}`; manifest and model disagree")));
+            }
+        }
+        Ok(Self { session: Mutex::new(session), spec, max_side })
+    }
+
+    /// Run the model on `n` prepared CHW images laid out back to back.
+    pub fn run_tensor(&self, n: usize, data: &[f32]) -> Result<Vec<Vec<f32>>, EmbedError> {
+        let s = self.spec.input_size as usize;
+        let input = TensorRef::from_array_view(([n, 3, s, s], data)).map_err(|e| EmbedError::Runtime(e.to_string()))?;
+        let mut session = self.session.lock().map_err(|_| EmbedError::Runtime("session lock poisoned".into()))?;
+        let outputs = session
+            .run(ort::inputs![self.spec.input_name.as_str() => input])
+            .map_err(|e| EmbedError::Runtime(e.to_string()))?;
+        let (_, feats) = outputs[self.spec.output_features.as_str()]
+            .try_extract_tensor::<f32>()
+            .map_err(|e| EmbedError::Runtime(e.to_string()))?;
+        let dim = self.spec.feature_dim;
+        if feats.len() != n * dim {
+            return Err(EmbedError::Runtime(format!("expected {n}×{dim} features, got {}", feats.len())));
+        }
+        Ok(feats
+            .chunks_exact(dim)
+            .map(|row| {
+                let mut v = row.to_vec();
+                l2_normalise(&mut v);
+                v
+            })
+            .collect())
+    }
+}
+
+impl Embedder for OrtEmbedder {
+    fn model_id(&self) -> &str {
+        &self.spec.id
+    }
+
+    fn dim(&self) -> usize {
+        self.spec.feature_dim
+    }
+
+    fn embed(&self, image_bytes: &[u8]) -> Result<Vec<f32>, EmbedError> {
+        let tensor = preprocess::prepare(image_bytes, &self.spec.input_spec(), self.max_side)?;
+        self.run_tensor(1, &tensor)?
+            .pop()
+            .ok_or_else(|| EmbedError::Runtime("model returned no rows".into()))
+    }
+}

@@ -1,0 +1,19 @@
+//! adrec: keeps "products that look like this ad" lists fresh as a catalogue
+//! changes.
+//!
+//! Data flows source → decode (events) → fetch → embed → store → recommend
+//! → sink; `pipeline` wires the stages and `app` builds them from `config`.
+
+pub mod app;
+pub mod config;
+pub mod demo;
+pub mod embed;
+pub mod events;
+pub mod fetch;
+pub mod pipeline;
+pub mod recommend;
+pub mod records;
+pub mod sink;
+pub mod source;
+pub mod store;
+pub mod telemetry;

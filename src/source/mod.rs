@@ -1,0 +1,45 @@
+//! Event sources: the [`EventSource`] seam and its implementations.
+
+pub mod files;
+
+use async_trait::async_trait;
+
+use crate::events::Stream;
+
+/// One raw input record and where it came from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SourceRecord {
+    /// Products, ads or mixed: decides what a tombstone means.
+    pub stream: Stream,
+    /// Topic name (or file path) for dead letters and logs.
+    pub topic: String,
+    /// Partition (0 for files).
+    pub partition: i32,
+    /// Offset within the partition (line number for files).
+    pub offset: i64,
+    /// Message key.
+    pub key: Option<Vec<u8>>,
+    /// Message value; `None` is a tombstone.
+    pub payload: Option<Vec<u8>>,
+}
+
+/// Errors reading from or acknowledging to a source.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    /// Input could not be read.
+    #[error("cannot read input {path}: {reason}")]
+    Io { path: String, reason: String },
+    /// The source's committed position could not be stored.
+    #[error("cannot store source position: {0}")]
+    Commit(String),
+}
+
+/// Where events come from. Records of one partition are delivered in order;
+/// `ack` marks a record's effects durable so the source may commit past it.
+#[async_trait]
+pub trait EventSource: Send {
+    /// The next record, or `None` when the input is exhausted.
+    async fn next(&mut self) -> Result<Option<SourceRecord>, SourceError>;
+    /// The record's effects are durable.
+    async fn ack(&mut self, record: &SourceRecord) -> Result<(), SourceError>;
+}
