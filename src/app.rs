@@ -15,8 +15,10 @@ use crate::pipeline::{Pipeline, Stats};
 use crate::recommend::Recommender;
 use crate::sink::ListSink;
 use crate::sink::files::FileSink;
+use crate::sink::kafka::KafkaSink;
 use crate::source::EventSource;
 use crate::source::files::FileSource;
+use crate::source::kafka::KafkaSource;
 use crate::store::VectorStore;
 use crate::store::edge::EdgeStore;
 use crate::records::AdRecord;
@@ -52,6 +54,24 @@ fn sanitize(id: &str) -> String {
     id.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.' { c } else { '_' }).collect()
 }
 
+/// The configured sink and source. Kafka clients are created here, so an
+/// unknown librdkafka property fails the start, not the first message.
+pub async fn open_io(config: &Config) -> Result<(Arc<dyn ListSink>, Box<dyn EventSource>)> {
+    Ok(match config.source.kind {
+        Backend::Files => (
+            Arc::new(FileSink::open(&config.output_dir())?),
+            Box::new(FileSource::open(&config.source.input, &config.data_dir)?),
+        ),
+        Backend::Kafka => {
+            let sink = KafkaSink::new(&config.kafka)?;
+            if config.kafka.create_topics {
+                crate::kafka::ensure_output_topics(&config.kafka).await?;
+            }
+            (Arc::new(sink), Box::new(KafkaSource::new(&config.kafka)?))
+        }
+    })
+}
+
 /// What a finished run reports.
 pub struct RunReport {
     /// Counters.
@@ -69,14 +89,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<RunRepor
     let embedder = load_embedder(&config)?;
     let (products, ads_store) = open_stores(&config, embedder.model_id(), embedder.dim())?;
     let output_dir = config.output_dir();
-    let sink: Arc<dyn ListSink> = match config.sink.kind {
-        Backend::Files => Arc::new(FileSink::open(&output_dir)?),
-        Backend::Kafka => anyhow::bail!("the kafka sink is not available in this build"),
-    };
-    let mut source: Box<dyn EventSource> = match config.source.kind {
-        Backend::Files => Box::new(FileSource::open(&config.source.input, &config.data_dir)?),
-        Backend::Kafka => anyhow::bail!("the kafka source is not available in this build"),
-    };
+    let (sink, mut source) = open_io(&config).await?;
     let recommender = Recommender::load(
         products.clone(),
         ads_store,

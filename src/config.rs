@@ -49,6 +49,8 @@ pub struct Config {
     pub retry: RetryConfig,
     /// Logging.
     pub log: LogConfig,
+    /// Kafka connection, topics and client properties (kafka source/sink).
+    pub kafka: KafkaConfig,
 }
 
 impl Default for Config {
@@ -64,6 +66,7 @@ impl Default for Config {
             events: EventLimits::default(),
             retry: RetryConfig::default(),
             log: LogConfig::default(),
+            kafka: KafkaConfig::default(),
         }
     }
 }
@@ -263,6 +266,76 @@ impl Default for LogConfig {
     }
 }
 
+/// Kafka connection, topics and client properties.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct KafkaConfig {
+    /// `bootstrap.servers`: comma-separated host:port list.
+    pub bootstrap_servers: String,
+    /// Consumer group shared by all workers of one deployment.
+    pub group_id: String,
+    /// `client.id` reported to the brokers.
+    pub client_id: String,
+    /// Input: product events (key = product id).
+    pub products_topic: String,
+    /// Input: ad-creative events (key = ad id).
+    pub ads_topic: String,
+    /// Output: one list per ad (key = ad id), compacted.
+    pub output_topic: String,
+    /// Output: records that can never succeed, with the reason in headers.
+    pub dlq_topic: String,
+    /// Consumer group session timeout; a dead worker's partitions move after this.
+    pub session_timeout_ms: u64,
+    /// How often finished offsets are committed (also on revoke and shutdown).
+    pub commit_interval_ms: u64,
+    /// Create the output (compacted) and DLQ topics at start if missing.
+    pub create_topics: bool,
+    /// Partitions of topics created by `create_topics`.
+    pub create_partitions: i32,
+    /// Stop (committing everything) after this long without a message; 0 = run until SIGTERM.
+    pub exit_when_idle_ms: u64,
+    /// librdkafka properties for every client (security.protocol, sasl.*, ssl.*, ...).
+    pub properties: std::collections::BTreeMap<String, String>,
+    /// librdkafka properties for the consumer only.
+    pub consumer_properties: std::collections::BTreeMap<String, String>,
+    /// librdkafka properties for the producer only.
+    pub producer_properties: std::collections::BTreeMap<String, String>,
+}
+
+impl Default for KafkaConfig {
+    fn default() -> Self {
+        Self {
+            bootstrap_servers: "localhost:9092".into(),
+            group_id: "adrec".into(),
+            client_id: "adrec".into(),
+            products_topic: "catalog.products".into(),
+            ads_topic: "ads.creatives".into(),
+            output_topic: "ads.recommendations".into(),
+            dlq_topic: "adrec.dlq".into(),
+            session_timeout_ms: 10_000,
+            commit_interval_ms: 1_000,
+            create_topics: true,
+            create_partitions: 4,
+            exit_when_idle_ms: 0,
+            properties: Default::default(),
+            consumer_properties: Default::default(),
+            producer_properties: Default::default(),
+        }
+    }
+}
+
+/// librdkafka properties adrec sets itself: overriding them would break its guarantees.
+pub const RESERVED_KAFKA_PROPERTIES: [&str; 8] = [
+    "bootstrap.servers",
+    "group.id",
+    "client.id",
+    "enable.auto.commit",
+    "enable.auto.offset.store",
+    "enable.idempotence",
+    "acks",
+    "isolation.level",
+];
+
 impl Config {
     /// Load `path` (must exist), apply `ADREC_*` overrides, validate.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
@@ -304,8 +377,23 @@ impl Config {
         if self.events.max_id_bytes == 0 {
             return invalid("events.max_id_bytes", "must be positive");
         }
-        if self.source.kind == Backend::Kafka || self.sink.kind == Backend::Kafka {
-            return invalid("source.kind", "kafka is not available in this build yet; use `files`");
+        if self.source.kind != self.sink.kind {
+            return invalid("sink.kind", "must equal source.kind (files with files, kafka with kafka)");
+        }
+        let k = &self.kafka;
+        for map in [&k.properties, &k.consumer_properties, &k.producer_properties] {
+            if let Some(key) = map.keys().find(|key| RESERVED_KAFKA_PROPERTIES.contains(&key.as_str())) {
+                return Err(ConfigError::Invalid {
+                    key: "kafka.properties",
+                    reason: format!("`{key}` is set by adrec itself (use the kafka.* keys; delivery guarantees depend on it)"),
+                });
+            }
+        }
+        if self.source.kind == Backend::Kafka && k.bootstrap_servers.trim().is_empty() {
+            return invalid("kafka.bootstrap_servers", "must name at least one broker");
+        }
+        if k.commit_interval_ms == 0 || k.session_timeout_ms == 0 || k.create_partitions < 1 {
+            return invalid("kafka", "commit_interval_ms, session_timeout_ms and create_partitions must be positive");
         }
         Ok(())
     }

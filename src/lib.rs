@@ -10,6 +10,7 @@ pub mod demo;
 pub mod embed;
 pub mod events;
 pub mod fetch;
+pub mod kafka;
 pub mod pipeline;
 pub mod recommend;
 pub mod records;

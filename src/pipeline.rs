@@ -162,6 +162,7 @@ impl Pipeline {
                 None => break,
             }
         }
+        source.close().await?;
         Ok(())
     }
 

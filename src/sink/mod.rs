@@ -1,6 +1,7 @@
 //! Sinks: where published lists and dead letters go.
 
 pub mod files;
+pub mod kafka;
 
 use async_trait::async_trait;
 

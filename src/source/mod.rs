@@ -1,6 +1,8 @@
 //! Event sources: the [`EventSource`] seam and its implementations.
 
+pub mod commit;
 pub mod files;
+pub mod kafka;
 
 use async_trait::async_trait;
 
@@ -42,4 +44,8 @@ pub trait EventSource: Send {
     async fn next(&mut self) -> Result<Option<SourceRecord>, SourceError>;
     /// The record's effects are durable.
     async fn ack(&mut self, record: &SourceRecord) -> Result<(), SourceError>;
+    /// Stop consuming and persist the final position (called once, at the end).
+    async fn close(&mut self) -> Result<(), SourceError> {
+        Ok(())
+    }
 }
