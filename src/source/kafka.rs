@@ -21,6 +21,9 @@ use crate::kafka::{KafkaSetupError, base_config, setup_error};
 /// before they move to another worker.
 struct CommitOnRevoke {
     tracker: Arc<Mutex<CommitTracker>>,
+    /// When partitions were last assigned (`None` while we own none): idle
+    /// time only counts while we own partitions, not while a group join waits.
+    assigned_at: Arc<Mutex<Option<Instant>>>,
 }
 
 impl ClientContext for CommitOnRevoke {}
@@ -36,6 +39,9 @@ impl ConsumerContext for CommitOnRevoke {
                     Err(_) => return,
                 };
                 tracing::info!(partitions = ?revoked, "partitions revoked; committing finished offsets");
+                if let Ok(mut at) = self.assigned_at.lock() {
+                    *at = None;
+                }
                 if let Err(e) = commit(consumer, &commits, CommitMode::Sync) {
                     tracing::warn!(error = %e, "commit on revoke failed; the new owner replays from the last commit");
                 }
@@ -43,6 +49,9 @@ impl ConsumerContext for CommitOnRevoke {
             Rebalance::Assign(tpl) => {
                 let assigned: Vec<_> = tpl.elements().iter().map(|e| format!("{}/{}", e.topic(), e.partition())).collect();
                 tracing::info!(partitions = ?assigned, "partitions assigned");
+                if let Ok(mut at) = self.assigned_at.lock() {
+                    *at = (!assigned.is_empty()).then(Instant::now);
+                }
             }
             Rebalance::Error(e) => tracing::warn!(error = %e, "rebalance error"),
         }
@@ -73,6 +82,7 @@ pub struct KafkaSource {
     commit_interval: Duration,
     last_commit: Instant,
     idle_exit: Option<Duration>,
+    assigned_at: Arc<Mutex<Option<Instant>>>,
 }
 
 impl KafkaSource {
@@ -91,8 +101,9 @@ impl KafkaSource {
             config.set(key, value);
         }
         let tracker = Arc::new(Mutex::new(CommitTracker::default()));
-        let consumer: StreamConsumer<CommitOnRevoke> =
-            config.create_with_context(CommitOnRevoke { tracker: tracker.clone() }).map_err(setup_error)?;
+        let assigned_at = Arc::new(Mutex::new(None));
+        let context = CommitOnRevoke { tracker: tracker.clone(), assigned_at: assigned_at.clone() };
+        let consumer: StreamConsumer<CommitOnRevoke> = config.create_with_context(context).map_err(setup_error)?;
         consumer
             .subscribe(&[&k.products_topic, &k.ads_topic])
             .map_err(|e| KafkaSetupError::Config(format!("cannot subscribe: {e}")))?;
@@ -104,7 +115,13 @@ impl KafkaSource {
             commit_interval: Duration::from_millis(k.commit_interval_ms),
             last_commit: Instant::now(),
             idle_exit: (k.exit_when_idle_ms > 0).then(|| Duration::from_millis(k.exit_when_idle_ms)),
+            assigned_at,
         })
+    }
+
+    /// How long we have owned our current partitions (`None` while we own none).
+    fn idle_for(&self) -> Option<Duration> {
+        self.assigned_at.lock().ok().and_then(|at| at.map(|t| t.elapsed()))
     }
 
     fn commit_finished(&mut self, mode: CommitMode) -> Result<(), SourceError> {
@@ -136,7 +153,8 @@ impl EventSource for KafkaSource {
                     tracing::warn!(error = %e, "Kafka consumer error; retrying");
                     tokio::time::sleep(Duration::from_millis(500)).await;
                 }
-                Err(_) if self.idle_exit.is_some_and(|limit| idle_since.elapsed() >= limit) => {
+                // Idle = owning partitions and no message, both for the whole limit.
+                Err(_) if self.idle_exit.is_some_and(|limit| self.idle_for().is_some_and(|owned| owned.min(idle_since.elapsed()) >= limit)) => {
                     tracing::info!("no events for kafka.exit_when_idle_ms; stopping");
                     return Ok(None);
                 }

@@ -22,8 +22,15 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 /// How long `start`/`restart` wait for the broker to answer a metadata request.
 const READY_TIMEOUT: Duration = Duration::from_secs(20);
 
+/// Runs tansu (`$0 "$@"`) and SIGKILLs it once its stdin pipe closes, i.e.
+/// when `stop` drops the pipe or this test process dies in any way (even
+/// SIGKILL), so no broker outlives its test. Exits when tansu exits.
+const WATCHDOG: &str =
+    r#""$0" "$@" </dev/null & pid=$!; exec 3<&0; { read -r _ <&3; kill -9 $pid 2>/dev/null; } & wait $pid"#;
+
 /// A running in-memory tansu broker, killed on `stop` and on drop.
 pub struct Broker {
+    /// The `sh` watchdog whose child is tansu.
     child: Option<Child>,
     port: u16,
     log: PathBuf,
@@ -109,7 +116,7 @@ impl Broker {
     /// Kill the broker process (idempotent; also done on drop).
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
+            drop(child.stdin.take()); // the watchdog kills tansu, then exits
             let _ = child.wait();
         }
     }
@@ -127,10 +134,12 @@ impl Broker {
         let url = format!("tcp://{}", self.bootstrap());
         let log = File::create(&self.log)
             .unwrap_or_else(|e| panic!("create {}: {e}", self.log.display()));
-        let child = Command::new(binary())
+        let child = Command::new("sh")
+            .args(["-c", WATCHDOG])
+            .arg(binary())
             .args(["broker", "--cluster-id", "adrec-test", "--storage-engine", "memory://tansu/"])
             .args(["--listener-url", &url, "--advertised-listener-url", &url])
-            .stdin(Stdio::null())
+            .stdin(Stdio::piped())
             .stdout(log.try_clone().expect("clone log file handle"))
             .stderr(log)
             .spawn()

@@ -3,6 +3,8 @@
 //! brute-force oracle the published lists are checked against.
 #![allow(dead_code)]
 
+pub mod broker;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 

@@ -1,0 +1,335 @@
+//! Kafka in and out against a real broker (tansu, started by the test):
+//! the `adrec` binary as a separate process, the real model, the embedded
+//! store, real HTTP image downloads.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use adrec::app;
+use adrec::config::{Backend, Config};
+use adrec::demo;
+use adrec::events::RecommendationList;
+use adrec::records::{AdRecord, ProductRecord};
+use common::broker::Broker;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Headers, Message};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+
+const PRODUCTS: &str = "catalog.products";
+const ADS: &str = "ads.creatives";
+const OUTPUT: &str = "ads.recommendations";
+const DLQ: &str = "adrec.dlq";
+const GROUP: &str = "adrec-test";
+
+/// A test world: broker, topics, image server, demo catalogue, worker config.
+struct World {
+    broker: Broker,
+    tmp: tempfile::TempDir,
+    base: String,
+    catalogue: demo::DemoCatalogue,
+}
+
+impl World {
+    async fn new(per_family: usize) -> World {
+        let broker = Broker::start();
+        broker.create_topic(PRODUCTS, 4, true);
+        broker.create_topic(ADS, 4, true);
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let demo_dir = tmp.path().join("demo");
+        std::fs::create_dir_all(&demo_dir).expect("mkdir");
+        let addr = common::serve_dir(&demo_dir).await;
+        let base = format!("http://{addr}");
+        let catalogue = demo::generate(&demo_dir, &base, per_family, 42).expect("demo data");
+        World { broker, tmp, base, catalogue }
+    }
+
+    /// Worker config for worker `n` (each has its own data dir).
+    fn config(&self, n: usize) -> Config {
+        let mut c = common::config(&self.tmp.path().join(format!("worker{n}")), Path::new("-"));
+        c.source.kind = Backend::Kafka;
+        c.sink.kind = Backend::Kafka;
+        c.kafka.bootstrap_servers = self.broker.bootstrap();
+        c.kafka.group_id = GROUP.into();
+        c.kafka.session_timeout_ms = 6_000;
+        c.kafka.commit_interval_ms = 200;
+        c.kafka.exit_when_idle_ms = 10_000;
+        c
+    }
+
+    /// Start `adrec run` as a child process with `config`.
+    fn spawn_worker(&self, config: &Config, n: usize) -> Child {
+        let path = self.tmp.path().join(format!("worker{n}.toml"));
+        std::fs::write(&path, config.to_toml()).expect("write config");
+        let log = std::fs::File::create(self.tmp.path().join(format!("worker{n}.log"))).expect("log file");
+        Command::new(env!("CARGO_BIN_EXE_adrec"))
+            .args(["run", "--config"])
+            .arg(&path)
+            .env("RUST_LOG", "adrec=debug")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn adrec")
+    }
+
+    fn worker_log(&self, n: usize) -> String {
+        std::fs::read_to_string(self.tmp.path().join(format!("worker{n}.log"))).unwrap_or_default()
+    }
+
+    fn demo_events(&self, name: &str) -> Vec<(String, String)> {
+        let text = std::fs::read_to_string(self.tmp.path().join("demo/events").join(name)).expect("events");
+        text.lines()
+            .map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).expect("json");
+                let id = v.get("product_id").or_else(|| v.get("ad_id")).and_then(|x| x.as_str()).expect("id");
+                (id.to_string(), l.to_string())
+            })
+            .collect()
+    }
+}
+
+fn producer(bootstrap: &str) -> FutureProducer {
+    ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("enable.idempotence", "true")
+        .set("linger.ms", "0")
+        .create()
+        .expect("producer")
+}
+
+/// Produce one record per call and wait for it (one record per batch keeps
+/// tansu's high watermarks exact).
+async fn produce(p: &FutureProducer, topic: &str, key: &str, payload: Option<&str>) {
+    let mut record = FutureRecord::<str, str>::to(topic).key(key);
+    if let Some(v) = payload {
+        record = record.payload(v);
+    }
+    p.send(record, Duration::from_secs(10)).await.map_err(|(e, _)| e).expect("produce");
+}
+
+/// Every record of a topic, all partitions, from the beginning.
+fn read_all(bootstrap: &str, topic: &str) -> Vec<(Option<String>, Option<String>, Vec<(String, String)>)> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", "adrec-test-reader")
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("reader");
+    // The broker may still be busy with the worker's disconnect: retry briefly.
+    let meta = (0..10)
+        .find_map(|_| consumer.fetch_metadata(Some(topic), Duration::from_secs(3)).ok())
+        .expect("metadata of the topic");
+    let mut tpl = TopicPartitionList::new();
+    for t in meta.topics() {
+        for p in t.partitions() {
+            tpl.add_partition_offset(topic, p.id(), Offset::Beginning).expect("tpl");
+        }
+    }
+    consumer.assign(&tpl).expect("assign");
+    let text = |b: Option<&[u8]>| b.map(|b| String::from_utf8_lossy(b).into_owned());
+    let mut out = Vec::new();
+    let mut last = Instant::now();
+    while last.elapsed() < Duration::from_secs(3) {
+        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(200)) {
+            let headers = m
+                .headers()
+                .map(|h| h.iter().map(|x| (x.key.to_string(), text(x.value).unwrap_or_default())).collect())
+                .unwrap_or_default();
+            out.push((text(m.key()), text(m.payload()), headers));
+            last = Instant::now();
+        }
+    }
+    out
+}
+
+/// Latest value per key, as a reader of the compacted topic rebuilds it.
+fn latest_lists(bootstrap: &str) -> BTreeMap<String, Option<RecommendationList>> {
+    let mut latest = BTreeMap::new();
+    for (key, value, _) in read_all(bootstrap, OUTPUT) {
+        let list = value.map(|v| serde_json::from_str::<RecommendationList>(&v).expect("list json"));
+        let key = key.expect("output records are keyed");
+        if let (Some(Some(prev)), Some(new)) = (latest.get(&key), &list) {
+            let prev: &RecommendationList = prev;
+            assert!(new.version > prev.version, "ad {key}: version {} after {}", new.version, prev.version);
+            let same = prev.items.len() == new.items.len()
+                && prev.items.iter().zip(&new.items).all(|(a, b)| a.product_id == b.product_id && (a.score - b.score).abs() <= 1e-4);
+            assert!(!same, "ad {key}: version {} republished an unchanged list", new.version);
+        }
+        latest.insert(key, list);
+    }
+    latest
+}
+
+/// Sum of the group's committed offsets over the input topics.
+fn committed_total(bootstrap: &str) -> i64 {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", GROUP)
+        .create()
+        .expect("consumer");
+    let mut tpl = TopicPartitionList::new();
+    for topic in [PRODUCTS, ADS] {
+        for p in 0..4 {
+            tpl.add_partition(topic, p);
+        }
+    }
+    match consumer.committed_offsets(tpl, Duration::from_secs(5)) {
+        Ok(c) => c.elements().iter().filter_map(|e| e.offset().to_raw()).filter(|o| *o > 0).sum(),
+        Err(_) => 0,
+    }
+}
+
+async fn wait_exit(child: &mut Child, limit: Duration, world: &World, n: usize) {
+    let started = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            assert!(status.success(), "worker {n} failed ({status}):\n{}", world.worker_log(n));
+            return;
+        }
+        if started.elapsed() > limit {
+            let _ = child.kill();
+            panic!("worker {n} did not finish within {limit:?}:\n{}", world.worker_log(n));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Stored products and live ads of a worker's embedded store (worker stopped).
+async fn stored(config: &Config) -> (Vec<ProductRecord>, Vec<AdRecord>) {
+    let embedder = app::load_embedder(config).expect("model");
+    let (products, ads) = app::open_stores(config, embedder.model_id(), embedder.dim()).expect("stores");
+    (
+        products.scroll_all(true).await.expect("scroll").into_iter().filter_map(ProductRecord::from_point).collect(),
+        ads.scroll_all(true).await.expect("scroll").into_iter().filter_map(AdRecord::from_point).filter(|a| !a.deleted).collect(),
+    )
+}
+
+/// Every live ad's latest list on the output topic is the oracle's top-k.
+async fn assert_output_matches_oracle(world: &World, config: &Config) -> BTreeMap<String, Option<RecommendationList>> {
+    let (catalogue, ads) = stored(config).await;
+    let latest = latest_lists(&world.broker.bootstrap());
+    for ad in &ads {
+        let list = latest.get(&ad.ad_id).cloned().flatten().unwrap_or_else(|| panic!("no list on the topic for {}", ad.ad_id));
+        let expected = common::oracle(&catalogue, &ad.vector, &ad.filter, ad.k);
+        common::assert_same_list(&ad.ad_id, &list.items, &expected);
+    }
+    latest
+}
+
+async fn produce_demo(world: &World) {
+    let p = producer(&world.broker.bootstrap());
+    for (id, line) in world.demo_events("products.jsonl") {
+        produce(&p, PRODUCTS, &id, Some(&line)).await;
+    }
+    for (id, line) in world.demo_events("ads.jsonl") {
+        produce(&p, ADS, &id, Some(&line)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn catalogue_through_kafka_matches_the_oracle_and_commits_everything() {
+    let world = World::new(50).await;
+    assert!(world.catalogue.products >= 200);
+    produce_demo(&world).await;
+    let config = world.config(0);
+    let mut worker = world.spawn_worker(&config, 0);
+    wait_exit(&mut worker, Duration::from_secs(600), &world, 0).await;
+
+    let latest = assert_output_matches_oracle(&world, &config).await;
+    assert_eq!(latest.len(), demo::ADS.len());
+    let (catalogue, _) = stored(&config).await;
+    assert_eq!(catalogue.len(), world.catalogue.products, "every product stored");
+    let events = (world.catalogue.products + world.catalogue.ads) as i64;
+    assert_eq!(committed_total(&world.broker.bootstrap()), events, "all input offsets committed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_mid_stream_then_restart_loses_and_skips_nothing() {
+    let world = World::new(35).await;
+    // Ads first, so lists change while products stream in and the kill lands mid-update.
+    let p = producer(&world.broker.bootstrap());
+    for (id, line) in world.demo_events("ads.jsonl") {
+        produce(&p, ADS, &id, Some(&line)).await;
+    }
+    for (id, line) in world.demo_events("products.jsonl") {
+        produce(&p, PRODUCTS, &id, Some(&line)).await;
+    }
+    let config = world.config(0);
+    let mut worker = world.spawn_worker(&config, 0);
+    let started = Instant::now();
+    while committed_total(&world.broker.bootstrap()) < 60 {
+        assert!(started.elapsed() < Duration::from_secs(300), "no progress:\n{}", world.worker_log(0));
+        assert!(worker.try_wait().expect("wait").is_none(), "worker exited early:\n{}", world.worker_log(0));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    worker.kill().expect("SIGKILL");
+    worker.wait().expect("reap");
+
+    let mut worker = world.spawn_worker(&config, 1);
+    wait_exit(&mut worker, Duration::from_secs(90), &world, 1).await;
+    assert_output_matches_oracle(&world, &config).await;
+    let (catalogue, _) = stored(&config).await;
+    assert_eq!(catalogue.len(), world.catalogue.products, "no product event skipped");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn poison_goes_to_the_dlq_and_the_partition_keeps_flowing() {
+    let world = World::new(3).await;
+    let p = producer(&world.broker.bootstrap());
+    produce_demo(&world).await;
+    let base = &world.base;
+    let ok = |id: &str, t: &str| {
+        format!(r#"{{"type":"product.upserted","product_id":"{id}","image_url":"{base}/images/navy-plain-tee-000.jpg","updated_at":"{t}"}}"#)
+    };
+    produce(&p, PRODUCTS, "bad-json", Some("{not json")).await;
+    produce(&p, PRODUCTS, "mystery", Some(r#"{"type":"product.teleported","product_id":"mystery"}"#)).await;
+    let missing = format!(r#"{{"type":"product.upserted","product_id":"gone-img","image_url":"{base}/images/nope.jpg","updated_at":"2026-12-01T09:00:00Z"}}"#);
+    produce(&p, PRODUCTS, "gone-img", Some(&missing)).await;
+    produce(&p, PRODUCTS, "fresh", Some(&ok("fresh", "2026-12-02T09:00:00Z"))).await;
+    produce(&p, PRODUCTS, "fresh", Some(&ok("fresh", "2026-12-01T09:00:00Z"))).await; // stale: ignored
+    produce(&p, PRODUCTS, "navy-plain-tee-001", None).await; // tombstone = delete
+    let config = world.config(0);
+    let mut worker = world.spawn_worker(&config, 0);
+    wait_exit(&mut worker, Duration::from_secs(600), &world, 0).await;
+
+    let dlq = read_all(&world.broker.bootstrap(), DLQ);
+    let by_key: BTreeMap<String, &Vec<(String, String)>> =
+        dlq.iter().map(|(k, _, h)| (k.clone().unwrap_or_default(), h)).collect();
+    assert_eq!(by_key.len(), 3, "{dlq:?}");
+    let header = |key: &str, name: &str| -> String {
+        by_key[key].iter().find(|(k, _)| k == name).map(|(_, v)| v.clone()).unwrap_or_default()
+    };
+    assert!(header("bad-json", "adrec.error").contains("invalid JSON"));
+    assert!(header("mystery", "adrec.error").contains("unknown event type"));
+    assert!(header("gone-img", "adrec.error").contains("HTTP 404"));
+    assert_eq!(header("bad-json", "adrec.source.topic"), PRODUCTS);
+    assert!(!header("gone-img", "adrec.source.offset").is_empty());
+    assert!(dlq.iter().any(|(k, v, _)| k.as_deref() == Some("bad-json") && v.as_deref() == Some("{not json")), "original payload kept");
+
+    assert_output_matches_oracle(&world, &config).await;
+    let (catalogue, _) = stored(&config).await;
+    let fresh = catalogue.iter().find(|p| p.product_id == "fresh").expect("valid event after the poison processed");
+    assert_eq!(fresh.updated_at.to_rfc3339(), "2026-12-02T09:00:00+00:00", "the stale update was ignored");
+    assert!(catalogue.iter().all(|p| p.product_id != "navy-plain-tee-001"), "tombstone deleted the product");
+    assert!(world.worker_log(0).contains("ignored stale event"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_an_ad_publishes_a_tombstone() {
+    let world = World::new(3).await;
+    produce_demo(&world).await;
+    let p = producer(&world.broker.bootstrap());
+    produce(&p, ADS, "sunny-days", Some(r#"{"type":"ad.deleted","ad_id":"sunny-days","updated_at":"2026-12-02T09:00:00Z"}"#)).await;
+    produce(&p, ADS, "garden-party", None).await;
+    let config = world.config(0);
+    let mut worker = world.spawn_worker(&config, 0);
+    wait_exit(&mut worker, Duration::from_secs(600), &world, 0).await;
+    let latest = assert_output_matches_oracle(&world, &config).await;
+    assert_eq!(latest.get("sunny-days"), Some(&None), "ad.deleted → tombstone");
+    assert_eq!(latest.get("garden-party"), Some(&None), "Kafka tombstone on the ads topic → tombstone");
+    assert!(latest["summer-stripes"].is_some());
+}
