@@ -67,7 +67,8 @@ pub async fn open_io(config: &Config) -> Result<(Arc<dyn ListSink>, Box<dyn Even
             if config.kafka.create_topics {
                 crate::kafka::ensure_output_topics(&config.kafka).await?;
             }
-            (Arc::new(sink), Box::new(KafkaSource::new(&config.kafka)?))
+            crate::kafka::check_output_partitions(&config.kafka)?;
+            (Arc::new(sink), Box::new(KafkaSource::new(&config.kafka, &config.data_dir)?))
         }
     })
 }
@@ -90,7 +91,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<RunRepor
     let (products, ads_store) = open_stores(&config, embedder.model_id(), embedder.dim())?;
     let output_dir = config.output_dir();
     let (sink, mut source) = open_io(&config).await?;
-    let recommender = Recommender::load(
+    let mut recommender = Recommender::load(
         products.clone(),
         ads_store,
         sink.clone(),
@@ -98,6 +99,10 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<RunRepor
         embedder.model_id().to_string(),
     )
     .await?;
+    if config.source.kind == Backend::Kafka {
+        // Lists are written by the owner of their ad's partition only.
+        recommender.own_nothing();
+    }
     let fetcher = Fetcher::new(&config.fetch)?;
     let store_dir = config.store_dir();
     tracing::info!(

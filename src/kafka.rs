@@ -37,6 +37,28 @@ pub fn setup_error(e: KafkaError) -> KafkaSetupError {
     KafkaSetupError::Config(e.to_string())
 }
 
+/// Lists go to the partition their ad arrived on, so the output topic needs
+/// at least as many partitions as the ads topic.
+pub fn check_output_partitions(k: &KafkaConfig) -> Result<(), KafkaSetupError> {
+    let consumer: rdkafka::consumer::BaseConsumer = base_config(k).create().map_err(setup_error)?;
+    let count = |topic: &str| -> Result<usize, KafkaSetupError> {
+        let meta = rdkafka::consumer::Consumer::fetch_metadata(&consumer, Some(topic), Duration::from_secs(10))
+            .map_err(|e| KafkaSetupError::Config(format!("cannot read metadata of `{topic}`: {e}")))?;
+        Ok(meta.topics().iter().filter(|t| t.error().is_none()).map(|t| t.partitions().len()).sum())
+    };
+    let (ads, output) = (count(&k.ads_topic)?, count(&k.output_topic)?);
+    if ads == 0 {
+        return Err(KafkaSetupError::Config(format!("topic `{}` does not exist; create it first", k.ads_topic)));
+    }
+    if output < ads {
+        return Err(KafkaSetupError::Config(format!(
+            "`{}` has {output} partitions but `{}` has {ads}: the output needs at least as many (each list goes to its ad's partition)",
+            k.output_topic, k.ads_topic
+        )));
+    }
+    Ok(())
+}
+
 /// Create the output (compacted) and DLQ topics if they do not exist.
 pub async fn ensure_output_topics(k: &KafkaConfig) -> Result<(), KafkaSetupError> {
     let admin: AdminClient<DefaultClientContext> = base_config(k).create().map_err(setup_error)?;

@@ -19,7 +19,7 @@ use crate::events::{self, AdUpsert, EventError, InputEvent, ProductUpsert};
 use crate::fetch::{FetchError, Fetcher};
 use crate::recommend::{RecommendError, Recommender};
 use crate::sink::{DeadLetter, ListSink, SinkError};
-use crate::source::{EventSource, SourceError, SourceRecord};
+use crate::source::{EventSource, OwnershipChange, SourceError, SourceRecord};
 use crate::records::{AdRecord, ProductRecord};
 use crate::store::{StoreError, VectorStore};
 
@@ -152,6 +152,13 @@ impl Pipeline {
                 next = source.next() => next?,
             };
             let Some(record) = next else { break };
+            // Ownership moves before the record: it may belong to a partition just assigned.
+            for change in source.take_ownership_changes() {
+                if !self.change_ownership(change, &shutdown).await {
+                    source.close().await?;
+                    return Ok(());
+                }
+            }
             self.stats.records += 1;
             match self.handle(&record, &shutdown).await? {
                 Some(outcome) => {
@@ -164,6 +171,32 @@ impl Pipeline {
         }
         source.close().await?;
         Ok(())
+    }
+
+    /// Apply an ownership change, retrying until the output can be read.
+    /// Returns false if shutdown interrupted it.
+    async fn change_ownership(&mut self, change: OwnershipChange, shutdown: &CancellationToken) -> bool {
+        let partitions = match change {
+            OwnershipChange::Revoked(p) => {
+                self.recommender.revoke(&p);
+                return true;
+            }
+            OwnershipChange::Assigned(p) => p,
+        };
+        let mut delays = self.backoff();
+        loop {
+            match self.recommender.assign(&partitions).await {
+                Ok(()) => return true,
+                Err(e) => {
+                    let delay = delays.next().unwrap_or(Duration::from_millis(self.config.retry.max_ms));
+                    tracing::warn!(error = %e, ?partitions, "cannot read the output to take over partitions; retrying");
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return false,
+                        _ = tokio::time::sleep(delay) => {}
+                    }
+                }
+            }
+        }
     }
 
     /// Handle one record to completion: retry transient failures, dead-letter
@@ -185,7 +218,7 @@ impl Pipeline {
         let mut attempts = 0;
         loop {
             attempts += 1;
-            match self.apply(&event).await {
+            match self.apply(&event, record.partition).await {
                 Ok(outcome) => {
                     match &outcome {
                         Outcome::Applied { published } => {
@@ -260,11 +293,11 @@ impl Pipeline {
     }
 
     /// Apply one valid event's effects (one attempt).
-    async fn apply(&mut self, event: &InputEvent) -> Result<Outcome, ProcessError> {
+    async fn apply(&mut self, event: &InputEvent, partition: i32) -> Result<Outcome, ProcessError> {
         match event {
             InputEvent::ProductUpserted(p) => self.upsert_product(p).await,
             InputEvent::ProductDeleted { product_id, updated_at } => self.delete_product(product_id, *updated_at).await,
-            InputEvent::AdUpserted(a) => self.upsert_ad(a).await,
+            InputEvent::AdUpserted(a) => self.upsert_ad(a, partition).await,
             InputEvent::AdDeleted { ad_id, updated_at } => {
                 if let (Some(ad), Some(t)) = (self.recommender.ad(ad_id), updated_at)
                     && ad.updated_at > *t
@@ -333,7 +366,7 @@ impl Pipeline {
         Ok(Outcome::Applied { published })
     }
 
-    async fn upsert_ad(&mut self, a: &AdUpsert) -> Result<Outcome, ProcessError> {
+    async fn upsert_ad(&mut self, a: &AdUpsert, partition: i32) -> Result<Outcome, ProcessError> {
         let model = self.embedder.model_id().to_string();
         let previous = self.recommender.ad(&a.ad_id).cloned();
         if previous.as_ref().is_some_and(|s| s.updated_at > a.updated_at) {
@@ -354,6 +387,7 @@ impl Pipeline {
             items: Vec::new(),
             deleted: false,
             model,
+            partition,
         };
         let published = self.recommender.upsert_ad(ad).await? as usize;
         Ok(Outcome::Applied { published })

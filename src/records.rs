@@ -51,6 +51,8 @@ pub struct AdRecord {
     pub deleted: bool,
     /// Embedding space of `vector`.
     pub model: String,
+    /// Input partition the ad's events arrive on (0 for files); its list goes to the same partition.
+    pub partition: i32,
 }
 
 fn get_str(p: &Map<String, Value>, key: &str) -> Option<String> {
@@ -106,6 +108,7 @@ impl AdRecord {
             "items": self.items,
             "deleted": self.deleted,
             "model": self.model,
+            "partition": self.partition,
         });
         Point { id: self.ad_id.clone(), vector: self.vector.clone(), payload: as_object(payload) }
     }
@@ -123,6 +126,7 @@ impl AdRecord {
             items: serde_json::from_value(pl.get("items")?.clone()).ok()?,
             deleted: pl.get("deleted").and_then(Value::as_bool).unwrap_or(false),
             model: get_str(pl, "model")?,
+            partition: pl.get("partition").and_then(Value::as_i64).unwrap_or(0) as i32,
             vector: p.vector,
         })
     }
@@ -190,6 +194,7 @@ mod tests {
             items: vec![ListItem { product_id: "p".into(), score: 0.5, image_url: "u".into() }],
             deleted: false,
             model: "m".into(),
+            partition: 2,
         };
         assert_eq!(AdRecord::from_point(a.to_point()), Some(a.clone()));
         assert_eq!(a.store_filter().must.len(), 2);

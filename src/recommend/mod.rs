@@ -9,7 +9,7 @@
 //! and persisted after the sink has the list, so a crash in between
 //! republishes the same version, never a smaller one.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use chrono::Utc;
@@ -59,6 +59,11 @@ pub struct Recommender {
     ads: BTreeMap<String, AdRecord>,
     config: RecommendConfig,
     model_id: String,
+    /// Input partitions whose ads this worker owns (`None` = all: files mode).
+    owned: Option<BTreeSet<i32>>,
+    /// Last published value per ad learned from the output when partitions
+    /// were assigned, for ads this worker has no local record of yet.
+    seeds: BTreeMap<String, Option<RecommendationList>>,
     /// Store queries issued (for metrics and benchmarks).
     pub store_queries: u64,
 }
@@ -78,7 +83,53 @@ impl Recommender {
                 ads.insert(ad.ad_id.clone(), ad);
             }
         }
-        Ok(Self { products, ads_store, sink, ads, config, model_id, store_queries: 0 })
+        Ok(Self { products, ads_store, sink, ads, config, model_id, owned: None, seeds: BTreeMap::new(), store_queries: 0 })
+    }
+
+    /// Own no partitions until [`Recommender::assign`] (Kafka mode: ads are
+    /// partitioned across workers, each list is written by its owner only).
+    pub fn own_nothing(&mut self) {
+        self.owned = Some(BTreeSet::new());
+    }
+
+    /// Take ownership of the ads of these input partitions: learn what was
+    /// last published for them (perhaps by another worker), so versions keep
+    /// increasing and unchanged lists are not republished.
+    pub async fn assign(&mut self, partitions: &[i32]) -> Result<(), RecommendError> {
+        let latest = self.sink.latest(partitions).await?;
+        for (ad_id, value) in latest {
+            match (self.ads.get_mut(&ad_id), &value) {
+                (Some(ad), Some(list)) => {
+                    ad.version = ad.version.max(list.version);
+                    ad.items = list.items.clone();
+                    ad.deleted = false;
+                }
+                (Some(ad), None) => {
+                    ad.deleted = true;
+                    ad.items.clear();
+                }
+                (None, _) => {
+                    self.seeds.insert(ad_id, value);
+                }
+            }
+        }
+        if let Some(owned) = &mut self.owned {
+            owned.extend(partitions);
+        }
+        Ok(())
+    }
+
+    /// Give up the ads of these partitions (another worker takes them over).
+    pub fn revoke(&mut self, partitions: &[i32]) {
+        if let Some(owned) = &mut self.owned {
+            for p in partitions {
+                owned.remove(p);
+            }
+        }
+    }
+
+    fn owns(&self, ad: &AdRecord) -> bool {
+        self.owned.as_ref().is_none_or(|o| o.contains(&ad.partition))
     }
 
     /// The stored state of an ad (including deleted ones).
@@ -86,9 +137,9 @@ impl Recommender {
         self.ads.get(ad_id)
     }
 
-    /// Live (not deleted) ads.
+    /// Live (not deleted) ads this worker owns.
     pub fn live_ads(&self) -> impl Iterator<Item = &AdRecord> {
-        self.ads.values().filter(|a| !a.deleted)
+        self.ads.values().filter(|a| !a.deleted && self.owns(a))
     }
 
     /// Ads whose list may change when `product` is stored (new or changed).
@@ -148,16 +199,19 @@ impl Recommender {
     /// Store an ad's new state (new or changed creative/filter/k) and publish
     /// its list if it changed. Returns whether a list was published.
     pub async fn upsert_ad(&mut self, mut ad: AdRecord) -> Result<bool, RecommendError> {
-        let previous = self.ads.get(&ad.ad_id);
-        ad.version = previous.map_or(0, |p| p.version);
-        let old_items = previous.filter(|p| !p.deleted).map(|p| p.items.clone());
+        let (version, old_items) = match (self.ads.get(&ad.ad_id), self.seeds.remove(&ad.ad_id)) {
+            (Some(p), _) => (p.version, (!p.deleted).then(|| p.items.clone())),
+            (None, Some(Some(list))) => (list.version, Some(list.items)),
+            (None, _) => (0, None),
+        };
+        ad.version = version;
         ad.deleted = false;
         let new_items = self.compute(&ad).await?;
         let publish = old_items.as_deref().is_none_or(|old| self.changed(old, &new_items));
         if publish {
             ad.version += 1;
             let list = self.list_message(&ad, &new_items);
-            self.sink.publish(&ad.ad_id, Some(&list)).await?;
+            self.sink.publish(&ad.ad_id, ad.partition, Some(&list)).await?;
             ad.items = new_items;
         } else if let Some(old) = old_items {
             ad.items = old;
@@ -170,10 +224,10 @@ impl Recommender {
     /// Delete an ad: publish a tombstone, keep its version. Returns whether
     /// a tombstone was published (false if the ad was unknown or already gone).
     pub async fn delete_ad(&mut self, ad_id: &str) -> Result<bool, RecommendError> {
-        let Some(mut ad) = self.ads.get(ad_id).filter(|a| !a.deleted).cloned() else {
+        let Some(mut ad) = self.ads.get(ad_id).filter(|a| !a.deleted && self.owns(a)).cloned() else {
             return Ok(false);
         };
-        self.sink.publish(ad_id, None).await?;
+        self.sink.publish(ad_id, ad.partition, None).await?;
         ad.deleted = true;
         ad.items.clear();
         self.ads_store.upsert(vec![ad.to_point()]).await?;
@@ -186,14 +240,14 @@ impl Recommender {
     pub async fn refresh(&mut self, ad_ids: &[String]) -> Result<usize, RecommendError> {
         let mut published = 0;
         for ad_id in ad_ids {
-            let Some(mut ad) = self.ads.get(ad_id).filter(|a| !a.deleted).cloned() else { continue };
+            let Some(mut ad) = self.ads.get(ad_id).filter(|a| !a.deleted && self.owns(a)).cloned() else { continue };
             let items = self.compute(&ad).await?;
             if !self.changed(&ad.items, &items) {
                 continue;
             }
             ad.version += 1;
             let list = self.list_message(&ad, &items);
-            self.sink.publish(&ad.ad_id, Some(&list)).await?;
+            self.sink.publish(&ad.ad_id, ad.partition, Some(&list)).await?;
             ad.items = items;
             self.ads_store.upsert(vec![ad.to_point()]).await?;
             self.ads.insert(ad.ad_id.clone(), ad);
@@ -227,7 +281,7 @@ mod tests {
 
     #[async_trait]
     impl ListSink for Recording {
-        async fn publish(&self, ad_id: &str, list: Option<&RecommendationList>) -> Result<(), SinkError> {
+        async fn publish(&self, ad_id: &str, _partition: i32, list: Option<&RecommendationList>) -> Result<(), SinkError> {
             self.0.lock().await.push((ad_id.to_string(), list.map(|l| l.version)));
             Ok(())
         }
@@ -262,6 +316,7 @@ mod tests {
             items: vec![],
             deleted: false,
             model: "m".into(),
+            partition: 0,
         }
     }
 

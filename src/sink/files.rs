@@ -68,7 +68,7 @@ fn file_safe(id: &str) -> String {
 
 #[async_trait]
 impl ListSink for FileSink {
-    async fn publish(&self, ad_id: &str, list: Option<&RecommendationList>) -> Result<(), SinkError> {
+    async fn publish(&self, ad_id: &str, _partition: i32, list: Option<&RecommendationList>) -> Result<(), SinkError> {
         let _guard = self.lock.lock().await;
         let message = match list {
             Some(l) => json!({ "key": ad_id, "value": l }),
@@ -123,10 +123,10 @@ mod tests {
             generated_at: chrono::Utc::now(),
             items: vec![],
         };
-        sink.publish("a/../b", Some(&list)).await.expect("publish");
+        sink.publish("a/../b", 0, Some(&list)).await.expect("publish");
         assert!(sink.list_path("a/../b").starts_with(dir.path().join("lists")));
         assert!(sink.list_path("a/../b").exists());
-        sink.publish("a/../b", None).await.expect("tombstone");
+        sink.publish("a/../b", 0, None).await.expect("tombstone");
         assert!(!sink.list_path("a/../b").exists());
         let log = std::fs::read_to_string(sink.log_path()).expect("log");
         let lines: Vec<serde_json::Value> = log.lines().map(|l| serde_json::from_str(l).expect("json")).collect();

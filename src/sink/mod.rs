@@ -3,6 +3,8 @@
 pub mod files;
 pub mod kafka;
 
+use std::collections::BTreeMap;
+
 use async_trait::async_trait;
 
 use crate::events::RecommendationList;
@@ -35,8 +37,14 @@ pub struct DeadLetter {
 /// Receives list changes and dead letters; durable when a call returns.
 #[async_trait]
 pub trait ListSink: Send + Sync {
-    /// Publish an ad's new list, or its deletion (`None`, a tombstone).
-    async fn publish(&self, ad_id: &str, list: Option<&RecommendationList>) -> Result<(), SinkError>;
+    /// Publish an ad's new list, or its deletion (`None`, a tombstone), to
+    /// `partition` (the ad's input partition, so its owner finds it there).
+    async fn publish(&self, ad_id: &str, partition: i32, list: Option<&RecommendationList>) -> Result<(), SinkError>;
     /// Record an input that can never succeed.
     async fn dead_letter(&self, letter: &DeadLetter) -> Result<(), SinkError>;
+    /// The last published value per ad in these partitions (what a new owner
+    /// of the partitions continues from). Sinks without partitions return nothing.
+    async fn latest(&self, _partitions: &[i32]) -> Result<BTreeMap<String, Option<RecommendationList>>, SinkError> {
+        Ok(BTreeMap::new())
+    }
 }

@@ -1,137 +1,199 @@
-//! The Kafka source: a consumer-group member on the products and ads topics
-//! with auto-commit off. Offsets are committed from a [`CommitTracker`]
-//! only as far as records are acknowledged (their effects durable): on a
-//! timer, when partitions are revoked, and at shutdown.
+//! The Kafka source. Two consumers, because an ad's list depends on every
+//! product but each list must have exactly one writer:
+//!
+//! - **Ads** (`kafka.ads_topic`): a consumer-group member. The group splits
+//!   the ads' partitions across workers; a worker owns (and alone publishes)
+//!   the lists of its partitions' ads. The topic is read as a table: ad
+//!   offsets are never committed, so a new owner re-reads its partitions
+//!   from the start and rebuilds their ads (replays are harmless: stale or
+//!   unchanged states publish nothing).
+//! - **Products** (`kafka.products_topic`): every worker reads all
+//!   partitions, so its local store holds the whole catalogue, under a group
+//!   id of its own (`<group_id>.products.<worker id>`). Offsets are
+//!   committed from a [`CommitTracker`] only as far as records are
+//!   acknowledged: on a timer and at shutdown.
 
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer};
-use rdkafka::message::Message;
+use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
 use super::commit::{CommitTracker, TopicPartition};
-use super::{EventSource, SourceError, SourceRecord};
+use super::{EventSource, OwnershipChange, SourceError, SourceRecord};
 use crate::config::KafkaConfig;
 use crate::events::Stream;
 use crate::kafka::{KafkaSetupError, base_config, setup_error};
 
-/// Consumer context that commits finished offsets of revoked partitions
-/// before they move to another worker.
-struct CommitOnRevoke {
-    tracker: Arc<Mutex<CommitTracker>>,
+/// Consumer context of the ads group member: records ownership changes for
+/// the pipeline, and when partitions were assigned.
+struct Ownership {
+    changes: Arc<Mutex<Vec<OwnershipChange>>>,
     /// When partitions were last assigned (`None` while we own none): idle
     /// time only counts while we own partitions, not while a group join waits.
     assigned_at: Arc<Mutex<Option<Instant>>>,
 }
 
-impl ClientContext for CommitOnRevoke {}
+impl ClientContext for Ownership {}
 
-impl ConsumerContext for CommitOnRevoke {
-    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        match rebalance {
+impl ConsumerContext for Ownership {
+    fn pre_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        let partitions = |tpl: &TopicPartitionList| tpl.elements().iter().map(|e| e.partition()).collect::<Vec<_>>();
+        let change = match rebalance {
+            Rebalance::Assign(tpl) => {
+                let p = partitions(tpl);
+                tracing::info!(partitions = ?p, "ad partitions assigned");
+                if let Ok(mut at) = self.assigned_at.lock() {
+                    *at = (!p.is_empty()).then(Instant::now);
+                }
+                OwnershipChange::Assigned(p)
+            }
             Rebalance::Revoke(tpl) => {
-                let revoked: Vec<TopicPartition> =
-                    tpl.elements().iter().map(|e| (e.topic().to_string(), e.partition())).collect();
-                let commits = match self.tracker.lock() {
-                    Ok(mut t) => t.revoke(&revoked),
-                    Err(_) => return,
-                };
-                tracing::info!(partitions = ?revoked, "partitions revoked; committing finished offsets");
+                let p = partitions(tpl);
+                tracing::info!(partitions = ?p, "ad partitions revoked");
                 if let Ok(mut at) = self.assigned_at.lock() {
                     *at = None;
                 }
-                if let Err(e) = commit(consumer, &commits, CommitMode::Sync) {
-                    tracing::warn!(error = %e, "commit on revoke failed; the new owner replays from the last commit");
-                }
+                OwnershipChange::Revoked(p)
             }
-            Rebalance::Assign(tpl) => {
-                let assigned: Vec<_> = tpl.elements().iter().map(|e| format!("{}/{}", e.topic(), e.partition())).collect();
-                tracing::info!(partitions = ?assigned, "partitions assigned");
-                if let Ok(mut at) = self.assigned_at.lock() {
-                    *at = (!assigned.is_empty()).then(Instant::now);
-                }
+            Rebalance::Error(e) => {
+                tracing::warn!(error = %e, "rebalance error");
+                return;
             }
-            Rebalance::Error(e) => tracing::warn!(error = %e, "rebalance error"),
+        };
+        if let Ok(mut changes) = self.changes.lock() {
+            changes.push(change);
         }
     }
 }
 
-fn commit<C: ConsumerContext>(
-    consumer: &impl Consumer<C>,
-    commits: &[(TopicPartition, i64)],
-    mode: CommitMode,
-) -> Result<(), rdkafka::error::KafkaError> {
-    if commits.is_empty() {
-        return Ok(());
+/// A stable id for this worker's local store, kept in `data_dir/worker-id`:
+/// product offsets are only meaningful together with the store they fed.
+pub fn worker_id(data_dir: &Path) -> Result<String, SourceError> {
+    let path = data_dir.join("worker-id");
+    let io = |e: std::io::Error| SourceError::Io { path: path.display().to_string(), reason: e.to_string() };
+    match std::fs::read_to_string(&path) {
+        Ok(id) if !id.trim().is_empty() => Ok(id.trim().to_string()),
+        _ => {
+            std::fs::create_dir_all(data_dir).map_err(io)?;
+            let id = uuid::Uuid::new_v4().to_string();
+            std::fs::write(&path, &id).map_err(io)?;
+            Ok(id)
+        }
     }
-    let mut tpl = TopicPartitionList::new();
-    for ((topic, partition), offset) in commits {
-        tpl.add_partition_offset(topic, *partition, Offset::Offset(*offset))?;
-    }
-    consumer.commit(&tpl, mode)
 }
 
 /// Reads product and ad events from Kafka.
 pub struct KafkaSource {
-    consumer: StreamConsumer<CommitOnRevoke>,
-    tracker: Arc<Mutex<CommitTracker>>,
+    ads: StreamConsumer<Ownership>,
+    products: StreamConsumer,
+    tracker: CommitTracker,
+    changes: Arc<Mutex<Vec<OwnershipChange>>>,
+    assigned_at: Arc<Mutex<Option<Instant>>>,
     products_topic: String,
     ads_topic: String,
     commit_interval: Duration,
     last_commit: Instant,
     idle_exit: Option<Duration>,
-    assigned_at: Arc<Mutex<Option<Instant>>>,
 }
 
 impl KafkaSource {
-    /// Create the consumer and subscribe (fails on unknown or invalid librdkafka properties).
-    pub fn new(k: &KafkaConfig) -> Result<Self, KafkaSetupError> {
-        let mut config = base_config(k);
-        config
-            .set("group.id", &k.group_id)
-            .set("enable.auto.commit", "false")
-            .set("enable.auto.offset.store", "false")
-            .set("auto.offset.reset", "earliest")
-            .set("session.timeout.ms", k.session_timeout_ms.to_string())
-            .set("heartbeat.interval.ms", (k.session_timeout_ms / 6).max(100).to_string())
-            .set("isolation.level", "read_committed");
-        for (key, value) in &k.consumer_properties {
-            config.set(key, value);
-        }
-        let tracker = Arc::new(Mutex::new(CommitTracker::default()));
+    /// Create both consumers (fails on unknown or invalid librdkafka
+    /// properties, or a missing products topic).
+    pub fn new(k: &KafkaConfig, data_dir: &Path) -> Result<Self, KafkaSetupError> {
+        let consumer_config = |group: &str| {
+            let mut c = base_config(k);
+            c.set("group.id", group)
+                .set("enable.auto.commit", "false")
+                .set("enable.auto.offset.store", "false")
+                .set("auto.offset.reset", "earliest")
+                .set("session.timeout.ms", k.session_timeout_ms.to_string())
+                .set("heartbeat.interval.ms", (k.session_timeout_ms / 6).max(100).to_string())
+                .set("isolation.level", "read_committed");
+            for (key, value) in &k.consumer_properties {
+                c.set(key, value);
+            }
+            c
+        };
+        let changes = Arc::new(Mutex::new(Vec::new()));
         let assigned_at = Arc::new(Mutex::new(None));
-        let context = CommitOnRevoke { tracker: tracker.clone(), assigned_at: assigned_at.clone() };
-        let consumer: StreamConsumer<CommitOnRevoke> = config.create_with_context(context).map_err(setup_error)?;
-        consumer
-            .subscribe(&[&k.products_topic, &k.ads_topic])
-            .map_err(|e| KafkaSetupError::Config(format!("cannot subscribe: {e}")))?;
+        let context = Ownership { changes: changes.clone(), assigned_at: assigned_at.clone() };
+        let ads: StreamConsumer<Ownership> =
+            consumer_config(&k.group_id).create_with_context(context).map_err(setup_error)?;
+        ads.subscribe(&[&k.ads_topic]).map_err(|e| KafkaSetupError::Config(format!("cannot subscribe: {e}")))?;
+
+        let worker = worker_id(data_dir).map_err(|e| KafkaSetupError::Config(e.to_string()))?;
+        let products: StreamConsumer =
+            consumer_config(&format!("{}.products.{worker}", k.group_id)).create().map_err(setup_error)?;
+        let meta = products
+            .fetch_metadata(Some(&k.products_topic), Duration::from_secs(10))
+            .map_err(|e| KafkaSetupError::Config(format!("cannot read metadata of `{}`: {e}", k.products_topic)))?;
+        let mut tpl = TopicPartitionList::new();
+        for topic in meta.topics().iter().filter(|t| t.error().is_none()) {
+            for p in topic.partitions() {
+                tpl.add_partition_offset(&k.products_topic, p.id(), Offset::Stored)
+                    .map_err(|e| KafkaSetupError::Config(e.to_string()))?;
+            }
+        }
+        if tpl.count() == 0 {
+            return Err(KafkaSetupError::Config(format!(
+                "topic `{}` does not exist or has no partitions; create it first",
+                k.products_topic
+            )));
+        }
+        products.assign(&tpl).map_err(|e| KafkaSetupError::Config(format!("cannot assign products: {e}")))?;
+        tracing::info!(worker, partitions = tpl.count(), "reading all product partitions");
+
         Ok(Self {
-            consumer,
-            tracker,
+            ads,
+            products,
+            tracker: CommitTracker::default(),
+            changes,
+            assigned_at,
             products_topic: k.products_topic.clone(),
             ads_topic: k.ads_topic.clone(),
             commit_interval: Duration::from_millis(k.commit_interval_ms),
             last_commit: Instant::now(),
             idle_exit: (k.exit_when_idle_ms > 0).then(|| Duration::from_millis(k.exit_when_idle_ms)),
-            assigned_at,
         })
     }
 
-    /// How long we have owned our current partitions (`None` while we own none).
-    fn idle_for(&self) -> Option<Duration> {
+    /// How long we have owned our current ad partitions (`None` while we own none).
+    fn owned_for(&self) -> Option<Duration> {
         self.assigned_at.lock().ok().and_then(|at| at.map(|t| t.elapsed()))
     }
 
+    /// Commit finished product offsets (ad offsets are never committed).
     fn commit_finished(&mut self, mode: CommitMode) -> Result<(), SourceError> {
-        let commits = self.tracker.lock().map_err(|_| SourceError::Commit("tracker lock poisoned".into()))?.take_commits();
         self.last_commit = Instant::now();
-        commit(&self.consumer, &commits, mode).map_err(|e| SourceError::Commit(e.to_string()))?;
-        if !commits.is_empty() {
-            tracing::debug!(?commits, "committed offsets");
+        let commits: Vec<(TopicPartition, i64)> =
+            self.tracker.take_commits().into_iter().filter(|((topic, _), _)| *topic == self.products_topic).collect();
+        if commits.is_empty() {
+            return Ok(());
         }
+        let mut tpl = TopicPartitionList::new();
+        for ((topic, partition), offset) in &commits {
+            tpl.add_partition_offset(topic, *partition, Offset::Offset(*offset))
+                .map_err(|e| SourceError::Commit(e.to_string()))?;
+        }
+        self.products.commit(&tpl, mode).map_err(|e| SourceError::Commit(e.to_string()))?;
+        tracing::debug!(?commits, "committed product offsets");
         Ok(())
+    }
+
+    fn to_record(&self, m: &BorrowedMessage<'_>) -> SourceRecord {
+        let stream = if m.topic() == self.ads_topic { Stream::Ads } else { Stream::Products };
+        SourceRecord {
+            stream,
+            topic: m.topic().to_string(),
+            partition: m.partition(),
+            offset: m.offset(),
+            key: m.key().map(<[u8]>::to_vec),
+            payload: m.payload().map(<[u8]>::to_vec),
+        }
     }
 }
 
@@ -140,60 +202,50 @@ impl EventSource for KafkaSource {
     async fn next(&mut self) -> Result<Option<SourceRecord>, SourceError> {
         let idle_since = Instant::now();
         let wait = self.idle_exit.map_or(self.commit_interval, |idle| idle.min(self.commit_interval));
-        let m = loop {
+        let record = loop {
             if self.last_commit.elapsed() >= self.commit_interval
                 && let Err(e) = self.commit_finished(CommitMode::Async)
             {
                 tracing::warn!(error = %e, "periodic commit failed; will retry");
             }
-            match tokio::time::timeout(wait, self.consumer.recv()).await {
-                Ok(Ok(m)) => break m,
+            let received = tokio::time::timeout(wait, async {
+                tokio::select! {
+                    m = self.ads.recv() => m.map(|m| self.to_record(&m)),
+                    m = self.products.recv() => m.map(|m| self.to_record(&m)),
+                }
+            })
+            .await;
+            match received {
+                Ok(Ok(record)) => break record,
                 Ok(Err(e)) => {
                     // librdkafka reconnects by itself; a broker outage is not the record's fault.
                     tracing::warn!(error = %e, "Kafka consumer error; retrying");
                     tokio::time::sleep(Duration::from_millis(500)).await;
                 }
                 // Idle = owning partitions and no message, both for the whole limit.
-                Err(_) if self.idle_exit.is_some_and(|limit| self.idle_for().is_some_and(|owned| owned.min(idle_since.elapsed()) >= limit)) => {
+                Err(_) if self.idle_exit.is_some_and(|limit| self.owned_for().is_some_and(|o| o.min(idle_since.elapsed()) >= limit)) => {
                     tracing::info!("no events for kafka.exit_when_idle_ms; stopping");
                     return Ok(None);
                 }
                 Err(_) => {}
             }
         };
-        let stream = if m.topic() == self.products_topic {
-            Stream::Products
-        } else if m.topic() == self.ads_topic {
-            Stream::Ads
-        } else {
-            Stream::Mixed
-        };
-        let record = SourceRecord {
-            stream,
-            topic: m.topic().to_string(),
-            partition: m.partition(),
-            offset: m.offset(),
-            key: m.key().map(<[u8]>::to_vec),
-            payload: m.payload().map(<[u8]>::to_vec),
-        };
-        self.tracker
-            .lock()
-            .map_err(|_| SourceError::Commit("tracker lock poisoned".into()))?
-            .start(&(record.topic.clone(), record.partition), record.offset);
+        self.tracker.start(&(record.topic.clone(), record.partition), record.offset);
         Ok(Some(record))
     }
 
     async fn ack(&mut self, record: &SourceRecord) -> Result<(), SourceError> {
-        self.tracker
-            .lock()
-            .map_err(|_| SourceError::Commit("tracker lock poisoned".into()))?
-            .done(&(record.topic.clone(), record.partition), record.offset);
+        self.tracker.done(&(record.topic.clone(), record.partition), record.offset);
         Ok(())
+    }
+
+    fn take_ownership_changes(&mut self) -> Vec<OwnershipChange> {
+        self.changes.lock().map(|mut c| std::mem::take(&mut *c)).unwrap_or_default()
     }
 
     async fn close(&mut self) -> Result<(), SourceError> {
         self.commit_finished(CommitMode::Sync)?;
-        self.consumer.unsubscribe();
+        self.ads.unsubscribe();
         Ok(())
     }
 }

@@ -25,6 +25,15 @@ pub struct SourceRecord {
     pub payload: Option<Vec<u8>>,
 }
 
+/// A change of which ads-topic partitions this worker owns.
+#[derive(Debug, Clone, PartialEq)]
+pub enum OwnershipChange {
+    /// These partitions' ads are now ours.
+    Assigned(Vec<i32>),
+    /// These partitions' ads went to another worker.
+    Revoked(Vec<i32>),
+}
+
 /// Errors reading from or acknowledging to a source.
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {
@@ -44,6 +53,10 @@ pub trait EventSource: Send {
     async fn next(&mut self) -> Result<Option<SourceRecord>, SourceError>;
     /// The record's effects are durable.
     async fn ack(&mut self, record: &SourceRecord) -> Result<(), SourceError>;
+    /// Ownership changes since the last call (sources without partitions have none).
+    fn take_ownership_changes(&mut self) -> Vec<OwnershipChange> {
+        Vec::new()
+    }
     /// Stop consuming and persist the final position (called once, at the end).
     async fn close(&mut self) -> Result<(), SourceError> {
         Ok(())
