@@ -54,7 +54,7 @@ enum Command {
         #[arg(long, default_value_t = 42)]
         seed: u64,
     },
-    /// Validate the config and print the effective values.
+    /// Validate the config (and Kafka client properties) and print the effective values.
     CheckConfig,
 }
 
@@ -70,6 +70,7 @@ async fn main() -> Result<()> {
         }
         Command::CheckConfig => {
             let config = Config::load(&cli.config)?;
+            app::check_clients(&config)?;
             print!("{}", config.to_toml());
             Ok(())
         }

@@ -364,3 +364,26 @@ async fn two_workers_in_one_group_publish_what_one_would() {
     let log = world.worker_log(0) + &world.worker_log(1);
     assert!(log.matches("ad partitions assigned").count() >= 2, "both workers took part in the group");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_commits_and_exits_zero() {
+    let world = World::new(20).await;
+    produce_demo(&world).await;
+    let mut config = world.config(0);
+    config.kafka.exit_when_idle_ms = 0; // run until told to stop
+    let mut worker = world.spawn_worker(&config, 0);
+    let started = Instant::now();
+    while committed_total(&world.broker.bootstrap(), &config) < 20 {
+        assert!(started.elapsed() < Duration::from_secs(300), "no progress:\n{}", world.worker_log(0));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let status = Command::new("kill").args(["-TERM", &worker.id().to_string()]).status().expect("kill -TERM");
+    assert!(status.success());
+    wait_exit(&mut worker, Duration::from_secs(60), &world, 0).await;
+    let log = world.worker_log(0);
+    assert!(log.contains("shutdown requested"), "{log}");
+    // Everything the worker finished is committed: a restart re-reads nothing it stored.
+    let (stored_products, _) = stored(&config).await;
+    let committed = committed_total(&world.broker.bootstrap(), &config);
+    assert_eq!(committed as usize, stored_products.len(), "every stored product's offset is committed, nothing more");
+}

@@ -4,7 +4,11 @@
 //! Tansu quirks the tests must live with: a consumer-group join takes about
 //! `session.timeout.ms / 2`, the in-memory storage never compacts (compacted
 //! topics keep every record), there is no transaction isolation, and all data
-//! is lost when the process stops.
+//! is lost when the process stops (see [`Broker::restart`]).
+//!
+//! librdkafka pitfall seen here: dropping a consumer while a
+//! `TopicPartitionList` it returned (`committed`, `committed_offsets`) is
+//! still alive can hang the drop forever; drop those lists first.
 
 use std::fs::File;
 use std::future::Future;
@@ -25,8 +29,7 @@ const READY_TIMEOUT: Duration = Duration::from_secs(20);
 /// Runs tansu (`$0 "$@"`) and SIGKILLs it once its stdin pipe closes, i.e.
 /// when `stop` drops the pipe or this test process dies in any way (even
 /// SIGKILL), so no broker outlives its test. Exits when tansu exits.
-const WATCHDOG: &str =
-    r#""$0" "$@" </dev/null & pid=$!; exec 3<&0; { read -r _ <&3; kill -9 $pid 2>/dev/null; } & wait $pid"#;
+const WATCHDOG: &str = r#""$0" "$@" </dev/null & pid=$!; exec 3<&0; { read -r _ <&3; kill -9 $pid 2>/dev/null; } & wait $pid"#;
 
 /// A running in-memory tansu broker, killed on `stop` and on drop.
 pub struct Broker {
@@ -46,9 +49,18 @@ fn binary() -> &'static PathBuf {
             .stderr(Stdio::inherit())
             .output()
             .unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()));
-        assert!(out.status.success(), "`{} path` failed ({})", script.display(), out.status);
+        assert!(
+            out.status.success(),
+            "`{} path` failed ({})",
+            script.display(),
+            out.status
+        );
         let path = String::from_utf8_lossy(&out.stdout).trim().to_string();
-        assert!(!path.is_empty(), "`{} path` printed nothing", script.display());
+        assert!(
+            !path.is_empty(),
+            "`{} path` printed nothing",
+            script.display()
+        );
         PathBuf::from(path)
     })
 }
@@ -81,7 +93,11 @@ impl Broker {
             .expect("find a free 127.0.0.1 port")
             .port();
         let log = std::env::temp_dir().join(format!("adrec-tansu-{port}.log"));
-        let mut broker = Broker { child: None, port, log };
+        let mut broker = Broker {
+            child: None,
+            port,
+            log,
+        };
         broker.spawn();
         broker
     }
@@ -122,11 +138,49 @@ impl Broker {
     }
 
     /// Stop and start again on the SAME port, so connected clients reconnect
-    /// to it. The storage is in-memory: every topic, record and committed
-    /// offset is gone afterwards, so recreate topics before producing again.
+    /// to it. The storage is in-memory: every topic, record, committed offset
+    /// and idempotent-producer id is gone afterwards, so recreate topics.
+    ///
+    /// Clients that live across a restart fare badly (librdkafka 2.12.1):
+    /// a consumer that was fetching a topic that comes back (recreated, or
+    /// auto-created by a produce) gets a new topic id and the process dies
+    /// with SIGSEGV; an idempotent producer retries UNKNOWN_PRODUCER_ID until
+    /// `message.timeout.ms`. Create clients after the restart, or use
+    /// [`Broker::pause`] for an outage that keeps state.
     pub fn restart(&mut self) {
         self.stop();
         self.spawn();
+    }
+
+    /// Freeze the broker (SIGSTOP): connections stay open, nothing is
+    /// answered, no state is lost. Undo with [`Broker::resume`].
+    pub fn pause(&self) {
+        self.signal("STOP");
+    }
+
+    /// Continue a broker frozen by [`Broker::pause`] (SIGCONT).
+    pub fn resume(&self) {
+        self.signal("CONT");
+    }
+
+    /// Send `sig` to the tansu process (the watchdog's child running `binary()`).
+    fn signal(&self, sig: &str) {
+        let sh = self.child.as_ref().expect("broker is stopped").id();
+        let exe = std::fs::canonicalize(binary()).expect("canonical tansu path");
+        let children = std::fs::read_to_string(format!("/proc/{sh}/task/{sh}/children"))
+            .expect("list the watchdog's child processes");
+        let pid = children
+            .split_whitespace()
+            .find(|pid| std::fs::read_link(format!("/proc/{pid}/exe")).is_ok_and(|e| e == exe))
+            .expect("tansu process under its watchdog");
+        let status = Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(pid)
+            .status();
+        assert!(
+            status.is_ok_and(|s| s.success()),
+            "kill -{sig} {pid} failed"
+        );
     }
 
     /// Spawn tansu on `self.port` and wait until it serves metadata.
@@ -137,7 +191,13 @@ impl Broker {
         let child = Command::new("sh")
             .args(["-c", WATCHDOG])
             .arg(binary())
-            .args(["broker", "--cluster-id", "adrec-test", "--storage-engine", "memory://tansu/"])
+            .args([
+                "broker",
+                "--cluster-id",
+                "adrec-test",
+                "--storage-engine",
+                "memory://tansu/",
+            ])
             .args(["--listener-url", &url, "--advertised-listener-url", &url])
             .stdin(Stdio::piped())
             .stdout(log.try_clone().expect("clone log file handle"))
@@ -157,12 +217,19 @@ impl Broker {
             .expect("create rdkafka BaseConsumer");
         let deadline = Instant::now() + READY_TIMEOUT;
         loop {
-            if consumer.fetch_metadata(None, Duration::from_millis(500)).is_ok() {
+            if consumer
+                .fetch_metadata(None, Duration::from_millis(500))
+                .is_ok()
+            {
                 return;
             }
             let child = self.child.as_mut().expect("broker child process");
             if let Ok(Some(status)) = child.try_wait() {
-                panic!("tansu on {} exited with {status}; log: {}", self.bootstrap(), self.log.display());
+                panic!(
+                    "tansu on {} exited with {status}; log: {}",
+                    self.bootstrap(),
+                    self.log.display()
+                );
             }
             if Instant::now() > deadline {
                 self.stop();
