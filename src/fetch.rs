@@ -35,9 +35,16 @@ pub enum FetchError {
     /// Content-Type is not an image.
     #[error("response is `{0}`, not an image")]
     NotAnImage(String),
-    /// Too many redirects, or a redirect loop.
+    /// More redirects than `fetch.max_redirects`.
     #[error("too many redirects (fetch.max_redirects = {0})")]
     TooManyRedirects(usize),
+    /// A redirect back to a URL already visited in this download.
+    #[error("redirect loop: {0} was already visited")]
+    RedirectLoop(String),
+    /// A redirect to anything but http/https (a remote server must never
+    /// send us to `file://` or other schemes, whatever the config says).
+    #[error("redirect to a `{0}` URL refused (redirects may only go to http or https)")]
+    RedirectScheme(String),
     /// The deadline passed before the whole body arrived.
     #[error("download timed out after {0} ms (fetch.timeout_ms)")]
     Timeout(u64),
@@ -65,19 +72,41 @@ impl FetchError {
 pub struct Fetcher {
     client: reqwest::Client,
     config: FetchConfig,
+    addresses: AddressPolicy,
 }
 
 impl Fetcher {
     /// Build a client with the configured limits and address policy.
     pub fn new(config: &FetchConfig) -> Result<Self, FetchError> {
-        let allow_private = config.allow_private_networks;
+        Self::with_policy(config, AddressPolicy { allow_private: config.allow_private_networks, exceptions: Arc::from([]) })
+    }
+
+    /// A client whose address policy also lets these exact IPs through
+    /// (tests only: a first hop on loopback that redirects elsewhere).
+    #[cfg(test)]
+    fn with_exceptions(config: &FetchConfig, exceptions: &[IpAddr]) -> Result<Self, FetchError> {
+        Self::with_policy(config, AddressPolicy { allow_private: config.allow_private_networks, exceptions: Arc::from(exceptions) })
+    }
+
+    fn with_policy(config: &FetchConfig, addresses: AddressPolicy) -> Result<Self, FetchError> {
         let max_redirects = config.max_redirects;
+        let redirect_addresses = addresses.clone();
         let policy = redirect::Policy::custom(move |attempt| {
-            if attempt.previous().len() > max_redirects || attempt.previous().contains(attempt.url()) {
+            let next = attempt.url();
+            if !matches!(next.scheme(), "http" | "https") {
+                let scheme = next.scheme().to_string();
+                return attempt.error(FetchError::RedirectScheme(scheme));
+            }
+            if attempt.previous().contains(next) {
+                let url = next.to_string();
+                return attempt.error(FetchError::RedirectLoop(url));
+            }
+            // `previous` holds every URL requested so far, the first included.
+            if attempt.previous().len() > max_redirects {
                 return attempt.error(FetchError::TooManyRedirects(max_redirects));
             }
             // Names are checked by the resolver; literal IPs never reach it.
-            match literal_ip_forbidden(attempt.url(), allow_private) {
+            match redirect_addresses.literal_ip_forbidden(next) {
                 Some(ip) => attempt.error(FetchError::ForbiddenAddress(ip.to_string())),
                 None => attempt.follow(),
             }
@@ -87,11 +116,11 @@ impl Fetcher {
             .connect_timeout(Duration::from_millis(config.connect_timeout_ms))
             .redirect(policy)
             .no_proxy()
-            .dns_resolver(GuardedResolver { allow_private })
+            .dns_resolver(GuardedResolver { addresses: addresses.clone() })
             .user_agent(concat!("adrec/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| FetchError::Connect(format!("cannot build HTTP client: {e}")))?;
-        Ok(Self { client, config: config.clone() })
+        Ok(Self { client, config: config.clone(), addresses })
     }
 
     /// Download the image at `raw_url`, enforcing every limit.
@@ -102,11 +131,18 @@ impl Fetcher {
             "file" if self.config.allow_file_urls => return self.read_file(&url).await,
             other => return Err(FetchError::SchemeNotAllowed(other.to_string())),
         }
-        if let Some(ip) = literal_ip_forbidden(&url, self.config.allow_private_networks) {
+        if let Some(ip) = self.addresses.literal_ip_forbidden(&url) {
             return Err(FetchError::ForbiddenAddress(ip.to_string()));
         }
         let mut response = self.client.get(url).send().await.map_err(|e| self.classify(e))?;
         let status = response.status();
+        if status.is_redirection()
+            && let Some(scheme) = redirect_scheme(&response)
+            && !matches!(scheme.as_str(), "http" | "https")
+        {
+            // The client does not even offer such a hop to the redirect policy.
+            return Err(FetchError::RedirectScheme(scheme));
+        }
         if !status.is_success() {
             return Err(FetchError::Status(status.as_u16()));
         }
@@ -154,10 +190,20 @@ impl Fetcher {
             FetchError::Timeout(self.config.timeout_ms)
         } else if e.is_redirect() {
             FetchError::TooManyRedirects(self.config.max_redirects)
+        } else if e.is_builder() {
+            // A request that cannot even be built (e.g. a redirect `Location`
+            // that is not a usable URL) will never succeed: not transient.
+            FetchError::InvalidUrl(error_chain(&e))
         } else {
             FetchError::Connect(error_chain(&e))
         }
     }
+}
+
+/// The scheme of a redirect response's `Location`, resolved against its URL.
+fn redirect_scheme(response: &reqwest::Response) -> Option<String> {
+    let location = response.headers().get(reqwest::header::LOCATION)?.to_str().ok()?;
+    Some(response.url().join(location).ok()?.scheme().to_string())
 }
 
 fn error_chain(e: &dyn std::error::Error) -> String {
@@ -171,23 +217,40 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     out
 }
 
-/// The URL's host if it is a literal IP the policy forbids.
-fn literal_ip_forbidden(url: &Url, allow_private: bool) -> Option<IpAddr> {
-    let ip = match url.host()? {
-        url::Host::Ipv4(v4) => IpAddr::V4(v4),
-        url::Host::Ipv6(v6) => IpAddr::V6(v6),
-        url::Host::Domain(_) => return None,
-    };
-    (!allow_private && !is_public(ip)).then_some(ip)
+/// Which target addresses may be connected to.
+#[derive(Clone)]
+struct AddressPolicy {
+    /// `fetch.allow_private_networks`.
+    allow_private: bool,
+    /// Addresses allowed regardless (empty outside unit tests).
+    exceptions: Arc<[IpAddr]>,
+}
+
+impl AddressPolicy {
+    fn permits(&self, ip: IpAddr) -> bool {
+        self.allow_private || is_public(ip) || self.exceptions.contains(&ip)
+    }
+
+    /// The URL's host if it is a literal IP the policy forbids.
+    fn literal_ip_forbidden(&self, url: &Url) -> Option<IpAddr> {
+        let ip = match url.host()? {
+            url::Host::Ipv4(v4) => IpAddr::V4(v4),
+            url::Host::Ipv6(v6) => IpAddr::V6(v6),
+            url::Host::Domain(_) => return None,
+        };
+        (!self.permits(ip)).then_some(ip)
+    }
 }
 
 /// Whether an address is on the public internet (not loopback, private,
 /// link-local incl. cloud metadata, carrier-grade NAT, unique-local,
-/// multicast or unspecified).
+/// site-local, multicast, unspecified, reserved, benchmarking or
+/// documentation). IPv6 forms that carry an IPv4 address (mapped,
+/// compatible, NAT64, 6to4) are judged by that IPv4 address.
 pub fn is_public(ip: IpAddr) -> bool {
     match ip {
         IpAddr::V4(v4) => {
-            let [a, b, ..] = v4.octets();
+            let [a, b, c, _] = v4.octets();
             !(v4.is_loopback()
                 || v4.is_private()
                 || v4.is_link_local()
@@ -196,18 +259,35 @@ pub fn is_public(ip: IpAddr) -> bool {
                 || v4.is_multicast()
                 || v4.is_documentation()
                 || a == 0
-                || (a == 100 && (64..128).contains(&b)))
+                || (a == 100 && (64..128).contains(&b))
+                || (a == 192 && b == 0 && c == 0)
+                || (a == 198 && (b == 18 || b == 19))
+                || a >= 240)
         }
         IpAddr::V6(v6) => {
+            let seg = v6.segments();
+            let embedded = |hi: u16, lo: u16| IpAddr::V4(std::net::Ipv4Addr::from((u32::from(hi) << 16) | u32::from(lo)));
             if let Some(v4) = v6.to_ipv4_mapped() {
                 return is_public(IpAddr::V4(v4));
             }
-            let first = v6.segments()[0];
+            // ::a.b.c.d (deprecated IPv4-compatible) and 64:ff9b::a.b.c.d (NAT64).
+            if (seg[..6] == [0; 6] && !(v6.is_loopback() || v6.is_unspecified()))
+                || seg[..6] == [0x64, 0xff9b, 0, 0, 0, 0]
+            {
+                return is_public(embedded(seg[6], seg[7]));
+            }
+            // 2002:a.b.c.d::/48 (6to4).
+            if seg[0] == 0x2002 {
+                return is_public(embedded(seg[1], seg[2]));
+            }
+            let first = seg[0];
             !(v6.is_loopback()
                 || v6.is_unspecified()
                 || v6.is_multicast()
                 || (first & 0xfe00) == 0xfc00
-                || (first & 0xffc0) == 0xfe80)
+                || (first & 0xffc0) == 0xfe80
+                || (first & 0xffc0) == 0xfec0
+                || (first == 0x2001 && seg[1] == 0x0db8))
         }
     }
 }
@@ -215,16 +295,16 @@ pub fn is_public(ip: IpAddr) -> bool {
 /// Resolves names with the system resolver, then drops addresses the policy
 /// forbids, so a public-looking name cannot lead to an internal host.
 struct GuardedResolver {
-    allow_private: bool,
+    addresses: AddressPolicy,
 }
 
 impl Resolve for GuardedResolver {
     fn resolve(&self, name: Name) -> Resolving {
-        let allow_private = self.allow_private;
+        let addresses = self.addresses.clone();
         let host = name.as_str().to_string();
         Box::pin(async move {
             let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
-            let allowed: Vec<SocketAddr> = addrs.iter().copied().filter(|a| allow_private || is_public(a.ip())).collect();
+            let allowed: Vec<SocketAddr> = addrs.iter().copied().filter(|a| addresses.permits(a.ip())).collect();
             if allowed.is_empty() {
                 let shown = addrs.first().map(|a| a.ip().to_string()).unwrap_or_else(|| host.clone());
                 let err: Box<dyn std::error::Error + Send + Sync> = Box::new(FetchError::ForbiddenAddress(shown));
@@ -254,6 +334,31 @@ mod tests {
     }
 
     #[test]
+    fn reserved_ranges_and_ipv6_forms_of_private_ipv4() {
+        for ip in [
+            "192.0.0.8",
+            "198.18.0.1",
+            "198.19.255.255",
+            "240.0.0.1",
+            "255.255.255.255",
+            "::127.0.0.1",
+            "::a9fe:a9fe",
+            "64:ff9b::10.0.0.1",
+            "64:ff9b::a9fe:a9fe",
+            "2002:7f00:1::",
+            "2002:c0a8:101::1",
+            "fec0::1",
+            "2001:db8::1",
+            "ff02::1",
+        ] {
+            assert!(!is_public(ip.parse().expect("ip")), "{ip} must not be public");
+        }
+        for ip in ["64:ff9b::8.8.8.8", "2002:808:808::1", "198.20.0.1", "192.0.1.1", "::ffff:1.1.1.1"] {
+            assert!(is_public(ip.parse().expect("ip")), "{ip} must be public");
+        }
+    }
+
+    #[test]
     fn transient_classification() {
         assert!(FetchError::Status(503).is_transient());
         assert!(FetchError::Status(429).is_transient());
@@ -274,5 +379,78 @@ mod tests {
             Err(FetchError::ForbiddenAddress("169.254.169.254".into()))
         );
         assert!(matches!(f.fetch("http://localhost:1/a.jpg").await, Err(FetchError::ForbiddenAddress(_))));
+        for url in ["http://[::1]:1/", "http://10.0.0.1/", "http://[fd00::1]/", "http://[::ffff:127.0.0.1]:1/", "http://2130706433:1/", "http://0.0.0.0:1/"] {
+            assert!(matches!(f.fetch(url).await, Err(FetchError::ForbiddenAddress(_))), "{url}");
+        }
+    }
+
+    /// A server on 127.0.0.2 (the one address the test policy lets through)
+    /// that redirects according to the path; counts the requests it gets.
+    async fn redirector() -> (SocketAddr, Arc<std::sync::atomic::AtomicUsize>) {
+        use axum::http::{StatusCode, Uri, header};
+        use axum::response::IntoResponse;
+        let listener = tokio::net::TcpListener::bind("127.0.0.2:0").await.expect("bind 127.0.0.2");
+        let addr = listener.local_addr().expect("addr");
+        let hits = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = hits.clone();
+        let port = addr.port();
+        let app = axum::Router::new().fallback(move |uri: Uri| {
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            async move {
+                let path = uri.path().to_string();
+                let location = match path.as_str() {
+                    "/img" => return ([(header::CONTENT_TYPE, "image/png")], "png-bytes").into_response(),
+                    "/ok" => "/img".to_string(),
+                    "/meta" => "http://169.254.169.254/latest/meta-data/".to_string(),
+                    "/ten" => "http://10.0.0.1/a.jpg".to_string(),
+                    "/v6" => format!("http://[::1]:{port}/img"),
+                    "/ula" => "http://[fd00::1]/a.jpg".to_string(),
+                    "/name" => format!("http://localhost:{port}/img"),
+                    "/file" => "file:///etc/passwd".to_string(),
+                    "/ftp" => "ftp://example.com/a.jpg".to_string(),
+                    "/loop-a" => "/loop-b".to_string(),
+                    "/loop-b" => "/loop-a".to_string(),
+                    p if p.starts_with("/chain/") => {
+                        let n: u32 = p["/chain/".len()..].parse().unwrap_or(0);
+                        format!("/chain/{}", n + 1)
+                    }
+                    _ => return StatusCode::NOT_FOUND.into_response(),
+                };
+                (StatusCode::FOUND, [(header::LOCATION, location)]).into_response()
+            }
+        });
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        (addr, hits)
+    }
+
+    #[tokio::test]
+    async fn redirects_are_checked_hop_by_hop() {
+        let (addr, hits) = redirector().await;
+        let config = FetchConfig { max_redirects: 3, connect_timeout_ms: 300, timeout_ms: 3_000, ..FetchConfig::default() };
+        let f = Fetcher::with_exceptions(&config, &[addr.ip()]).expect("client");
+        let base = format!("http://{addr}");
+        // The policy lets the first hop through, and a redirect within it works.
+        assert_eq!(f.fetch(&format!("{base}/ok")).await, Ok(b"png-bytes".to_vec()));
+        // Forbidden targets after a redirect are refused before connecting.
+        let forbidden = |r: Result<Vec<u8>, FetchError>| matches!(r, Err(FetchError::ForbiddenAddress(_)));
+        assert_eq!(f.fetch(&format!("{base}/meta")).await, Err(FetchError::ForbiddenAddress("169.254.169.254".into())));
+        assert_eq!(f.fetch(&format!("{base}/ten")).await, Err(FetchError::ForbiddenAddress("10.0.0.1".into())));
+        assert!(forbidden(f.fetch(&format!("{base}/v6")).await));
+        assert!(forbidden(f.fetch(&format!("{base}/ula")).await));
+        // A name that resolves to loopback (not the excepted 127.0.0.2).
+        assert!(forbidden(f.fetch(&format!("{base}/name")).await));
+        // Schemes, loops and long chains.
+        assert_eq!(f.fetch(&format!("{base}/file")).await, Err(FetchError::RedirectScheme("file".into())));
+        assert_eq!(f.fetch(&format!("{base}/ftp")).await, Err(FetchError::RedirectScheme("ftp".into())));
+        assert_eq!(f.fetch(&format!("{base}/loop-a")).await, Err(FetchError::RedirectLoop(format!("{base}/loop-a"))));
+        assert_eq!(f.fetch(&format!("{base}/chain/0")).await, Err(FetchError::TooManyRedirects(3)));
+        // Every request above reached our server only: ok 2, forbidden 5 (first
+        // hops), schemes 2, loop 2, chain 4 (the first URL and 3 redirects).
+        assert_eq!(hits.load(std::sync::atomic::Ordering::SeqCst), 15);
+        for e in [FetchError::RedirectLoop(String::new()), FetchError::RedirectScheme("file".into()), FetchError::TooManyRedirects(3)] {
+            assert!(!e.is_transient(), "{e}");
+        }
     }
 }
