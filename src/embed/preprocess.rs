@@ -1,9 +1,10 @@
-//! Image preprocessing: bytes → decoded (bounded, EXIF-oriented) → RGB on
-//! white → resized to the model's input size → normalised straight into the
-//! NCHW tensor buffer.
+//! Image preprocessing: bytes → decoded (bounded, first frame only) → RGB on
+//! white → resized to the model's input size → EXIF-oriented → normalised
+//! straight into the NCHW tensor buffer. See [`decode`] for what is converted
+//! and the animated-image policy.
 
-use fast_image_resize::images::Image as FirImage;
-use fast_image_resize::{FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer};
+use fast_image_resize::{FilterType, ResizeAlg, ResizeOptions, Resizer};
+use image::metadata::Orientation;
 use image::{DynamicImage, ImageDecoder, ImageReader, Limits, RgbImage};
 
 use super::EmbedError;
@@ -20,8 +21,30 @@ pub struct InputSpec {
 }
 
 /// Decode image bytes with dimension limits checked before pixels are
-/// allocated (a few-KB PNG can claim 50,000 × 50,000).
+/// allocated (a few-KB PNG can claim 50,000 × 50,000), apply the EXIF
+/// orientation and flatten onto white: the full-size image as a viewer would
+/// show it. [`prepare`] does the same but orients after downscaling.
+///
+/// What is converted rather than rejected: greyscale (with or without alpha),
+/// 16-bit and float samples, alpha (composited over white), CMYK/YCCK JPEGs
+/// (converted to RGB by the JPEG decoder), any size from 1×1 up to
+/// `max_side` on each side.
+///
+/// Animated GIF and WebP: **the first frame is used**, the rest are never
+/// decoded (the first frame is the poster image a shop shows; decoding every
+/// frame would multiply the memory and time an input can cost). An animated
+/// image is therefore embedded like a still one, never rejected for being
+/// animated.
 pub fn decode(bytes: &[u8], max_side: u32) -> Result<RgbImage, EmbedError> {
+    let (img, orientation) = decode_unoriented(bytes, max_side)?;
+    let mut img = DynamicImage::ImageRgb8(img);
+    img.apply_orientation(orientation);
+    Ok(img.into_rgb8())
+}
+
+/// Decode (first frame only, see [`decode`]) and flatten, but leave the EXIF
+/// orientation to the caller so that it can be applied to a smaller image.
+fn decode_unoriented(bytes: &[u8], max_side: u32) -> Result<(RgbImage, Orientation), EmbedError> {
     let mut reader = ImageReader::new(std::io::Cursor::new(bytes))
         .with_guessed_format()
         .map_err(|e| EmbedError::Decode(e.to_string()))?;
@@ -39,9 +62,9 @@ pub fn decode(bytes: &[u8], max_side: u32) -> Result<RgbImage, EmbedError> {
         return Err(EmbedError::Decode("image has no pixels".into()));
     }
     let orientation = decoder.orientation().map_err(decode_error)?;
-    let mut img = DynamicImage::from_decoder(decoder).map_err(decode_error)?;
-    img.apply_orientation(orientation);
-    Ok(flatten_on_white(img))
+    // For GIF and WebP this reads the first frame of an animation.
+    let img = DynamicImage::from_decoder(decoder).map_err(decode_error)?;
+    Ok((flatten_on_white(img)?, orientation))
 }
 
 fn decode_error(e: image::ImageError) -> EmbedError {
@@ -52,35 +75,38 @@ fn decode_error(e: image::ImageError) -> EmbedError {
 }
 
 /// Drop alpha by compositing over white: product shots sit on white, and
-/// transparent pixels' colour channels are arbitrary (often black).
-fn flatten_on_white(img: DynamicImage) -> RgbImage {
+/// transparent pixels' colour channels are arbitrary (often black). Done in
+/// place, so a large RGBA image does not need a second full-size buffer.
+fn flatten_on_white(img: DynamicImage) -> Result<RgbImage, EmbedError> {
     if !img.color().has_alpha() {
-        return img.into_rgb8();
+        return Ok(img.into_rgb8());
     }
     let rgba = img.into_rgba8();
-    let mut out = RgbImage::new(rgba.width(), rgba.height());
-    for (dst, src) in out.pixels_mut().zip(rgba.pixels()) {
-        let a = src[3] as u32;
+    let (w, h) = rgba.dimensions();
+    let mut buf = rgba.into_raw();
+    let pixels = buf.len() / 4;
+    // Pixel i moves from 4i to 3i: never ahead of the bytes still to be read.
+    for i in 0..pixels {
+        let a = buf[4 * i + 3] as u32;
         for c in 0..3 {
-            dst[c] = ((src[c] as u32 * a + 255 * (255 - a) + 127) / 255) as u8;
+            buf[3 * i + c] = ((buf[4 * i + c] as u32 * a + 255 * (255 - a) + 127) / 255) as u8;
         }
     }
-    out
+    buf.truncate(3 * pixels);
+    RgbImage::from_raw(w, h, buf).ok_or_else(|| EmbedError::Decode("flattening produced a short buffer".into()))
 }
 
 /// Resize the whole image (no crop) to the model's square input, bilinear
-/// with antialiasing.
+/// with antialiasing. Reads `img` in place (no full-size copy).
 pub fn resize(img: &RgbImage, size: u32) -> Result<RgbImage, EmbedError> {
     if img.width() == size && img.height() == size {
         return Ok(img.clone());
     }
-    let src = FirImage::from_vec_u8(img.width(), img.height(), img.as_raw().clone(), PixelType::U8x3)
-        .map_err(|e| EmbedError::Decode(format!("resize source: {e}")))?;
-    let mut dst = FirImage::new(size, size, PixelType::U8x3);
+    let mut dst = RgbImage::new(size, size);
     Resizer::new()
-        .resize(&src, &mut dst, &ResizeOptions::new().resize_alg(ResizeAlg::Convolution(FilterType::Bilinear)))
+        .resize(img, &mut dst, &ResizeOptions::new().resize_alg(ResizeAlg::Convolution(FilterType::Bilinear)))
         .map_err(|e| EmbedError::Decode(format!("resize: {e}")))?;
-    RgbImage::from_raw(size, size, dst.into_vec()).ok_or_else(|| EmbedError::Decode("resize produced a short buffer".into()))
+    Ok(dst)
 }
 
 /// Write one image (already `size`×`size`) into `out` (len 3·size², CHW),
@@ -97,9 +123,18 @@ pub fn normalise_into(img: &RgbImage, spec: &InputSpec, out: &mut [f32]) {
     }
 }
 
-/// Decode, resize and normalise into a fresh CHW tensor.
+/// Decode, resize, orient and normalise into a fresh CHW tensor. The whole
+/// image is squeezed into the square input, so orienting after resizing
+/// gives the same pixels as before it, without rotating a full-size copy.
+/// Peak memory is the decoded frame (capped at 1 GiB by the decoder limits)
+/// plus at most one 8-bit RGB copy of it for 16-bit or greyscale sources.
 pub fn prepare(bytes: &[u8], spec: &InputSpec, max_side: u32) -> Result<Vec<f32>, EmbedError> {
-    let img = resize(&decode(bytes, max_side)?, spec.size)?;
+    let (full, orientation) = decode_unoriented(bytes, max_side)?;
+    let small = resize(&full, spec.size)?;
+    drop(full);
+    let mut img = DynamicImage::ImageRgb8(small);
+    img.apply_orientation(orientation);
+    let img = img.into_rgb8();
     let mut out = vec![0.0; 3 * (spec.size * spec.size) as usize];
     normalise_into(&img, spec, &mut out);
     Ok(out)
@@ -159,5 +194,99 @@ mod tests {
             let bytes = encode(DynamicImage::new_rgb8(w, h), ImageFormat::Png);
             assert_eq!(prepare(&bytes, &spec(), 1000).expect("prepare").len(), 3 * 64);
         }
+    }
+
+    /// Insert an EXIF APP1 segment (big-endian TIFF, one IFD0 entry:
+    /// Orientation) right after the JPEG's SOI marker.
+    fn with_exif_orientation(jpeg: &[u8], orientation: u16) -> Vec<u8> {
+        let mut tiff = b"MM\0\x2a\0\0\0\x08".to_vec();
+        tiff.extend_from_slice(&1u16.to_be_bytes()); // one entry
+        tiff.extend_from_slice(&0x0112u16.to_be_bytes()); // Orientation
+        tiff.extend_from_slice(&3u16.to_be_bytes()); // SHORT
+        tiff.extend_from_slice(&1u32.to_be_bytes()); // count
+        tiff.extend_from_slice(&orientation.to_be_bytes());
+        tiff.extend_from_slice(&[0, 0]); // value padding
+        tiff.extend_from_slice(&0u32.to_be_bytes()); // no next IFD
+        let mut app1 = vec![0xff, 0xe1];
+        app1.extend_from_slice(&((2 + 6 + tiff.len()) as u16).to_be_bytes());
+        app1.extend_from_slice(b"Exif\0\0");
+        app1.extend_from_slice(&tiff);
+        let mut out = jpeg[..2].to_vec();
+        out.extend_from_slice(&app1);
+        out.extend_from_slice(&jpeg[2..]);
+        out
+    }
+
+    /// 64×32, white with a red 16×16 block in the top-left corner.
+    fn marked_jpeg() -> Vec<u8> {
+        let img = RgbImage::from_fn(64, 32, |x, y| if x < 16 && y < 16 { image::Rgb([255, 0, 0]) } else { image::Rgb([255, 255, 255]) });
+        encode(DynamicImage::ImageRgb8(img), ImageFormat::Jpeg)
+    }
+
+    fn is_red(p: &image::Rgb<u8>) -> bool {
+        p[0] > 200 && p[1] < 60 && p[2] < 60
+    }
+
+    #[test]
+    fn exif_orientation_is_applied() {
+        let plain = decode(&marked_jpeg(), 1000).expect("decode");
+        assert_eq!(plain.dimensions(), (64, 32));
+        assert!(is_red(plain.get_pixel(4, 4)));
+        // 6 = rotate 90° clockwise to display: the top-left goes top-right.
+        let rotated = decode(&with_exif_orientation(&marked_jpeg(), 6), 1000).expect("decode");
+        assert_eq!(rotated.dimensions(), (32, 64));
+        assert!(is_red(rotated.get_pixel(27, 4)), "{:?}", rotated.get_pixel(27, 4));
+        assert!(!is_red(rotated.get_pixel(4, 4)));
+    }
+
+    #[test]
+    fn orienting_after_the_resize_matches_orienting_before() {
+        let spec = InputSpec { size: 16, mean: [0.0; 3], std: [1.0; 3] };
+        for orientation in 1..=8 {
+            let bytes = with_exif_orientation(&marked_jpeg(), orientation);
+            let mut expected = vec![0.0; 3 * 256];
+            normalise_into(&resize(&decode(&bytes, 1000).expect("decode"), 16).expect("resize"), &spec, &mut expected);
+            let got = prepare(&bytes, &spec, 1000).expect("prepare");
+            let worst = got.iter().zip(&expected).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+            assert!(worst <= 2.0 / 255.0, "orientation {orientation}: max difference {worst}");
+        }
+    }
+
+    #[test]
+    fn in_place_flattening_matches_per_pixel_compositing() {
+        let img = RgbaImage::from_fn(37, 23, |x, y| Rgba([(x * 7) as u8, (y * 11) as u8, (x * y) as u8, ((x + y) * 5) as u8]));
+        let rgb = flatten_on_white(DynamicImage::ImageRgba8(img.clone())).expect("flatten");
+        assert_eq!(rgb.dimensions(), (37, 23));
+        for (x, y, p) in img.enumerate_pixels() {
+            let a = p[3] as f32 / 255.0;
+            for c in 0..3 {
+                let want = p[c] as f32 * a + 255.0 * (1.0 - a);
+                assert!((rgb.get_pixel(x, y)[c] as f32 - want).abs() <= 0.5 + 1e-3, "({x},{y}) channel {c}");
+            }
+        }
+    }
+
+    #[test]
+    fn sixteen_bit_and_grey_alpha_are_converted() {
+        let rgb16 = image::ImageBuffer::<image::Rgb<u16>, _>::from_pixel(5, 3, image::Rgb([65535u16, 0, 32896]));
+        let out = decode(&encode(DynamicImage::ImageRgb16(rgb16), ImageFormat::Png), 100).expect("16-bit");
+        assert_eq!(out.get_pixel(0, 0).0, [255, 0, 128]);
+        let la = image::GrayAlphaImage::from_pixel(3, 5, image::LumaA([0, 0]));
+        let out = decode(&encode(DynamicImage::ImageLumaA8(la), ImageFormat::Png), 100).expect("grey+alpha");
+        assert_eq!((out.dimensions(), out.get_pixel(1, 1).0), ((3, 5), [255, 255, 255]));
+    }
+
+    #[test]
+    fn animated_gif_uses_the_first_frame() {
+        use image::codecs::gif::{GifEncoder, Repeat};
+        let frame = |c: [u8; 4]| image::Frame::new(RgbaImage::from_pixel(8, 8, Rgba(c)));
+        let mut bytes = Vec::new();
+        {
+            let mut enc = GifEncoder::new(&mut bytes);
+            enc.set_repeat(Repeat::Infinite).expect("repeat");
+            enc.encode_frames([frame([255, 0, 0, 255]), frame([0, 0, 255, 255])]).expect("gif");
+        }
+        let out = decode(&bytes, 100).expect("decode");
+        assert!(is_red(out.get_pixel(3, 3)), "{:?}", out.get_pixel(3, 3));
     }
 }
