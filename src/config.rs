@@ -206,11 +206,14 @@ pub struct RecommendConfig {
     pub max_k: usize,
     /// Score changes at or below this do not republish a list.
     pub score_epsilon: f32,
+    /// Candidates kept per ad = factor × k; more means fewer store queries
+    /// after removals, at the cost of memory.
+    pub buffer_factor: usize,
 }
 
 impl Default for RecommendConfig {
     fn default() -> Self {
-        Self { default_k: 10, max_k: 100, score_epsilon: 1e-4 }
+        Self { default_k: 10, max_k: 100, score_epsilon: 1e-4, buffer_factor: 2 }
     }
 }
 
@@ -358,6 +361,9 @@ impl Config {
         let invalid = |key, reason: &str| Err(ConfigError::Invalid { key, reason: reason.to_string() });
         if self.recommend.default_k == 0 || self.recommend.default_k > self.recommend.max_k {
             return invalid("recommend.default_k", "must be between 1 and recommend.max_k");
+        }
+        if self.recommend.buffer_factor == 0 || self.recommend.buffer_factor > 100 {
+            return invalid("recommend.buffer_factor", "must be between 1 and 100");
         }
         if self.recommend.max_k > 1000 {
             return invalid("recommend.max_k", "must be at most 1000");

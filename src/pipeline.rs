@@ -348,8 +348,7 @@ impl Pipeline {
             updated_at: p.updated_at,
         };
         self.products.upsert(vec![record.to_point()]).await?;
-        let affected = self.recommender.affected_by_upsert(&record);
-        let published = self.recommender.refresh(&affected).await?;
+        let published = self.recommender.product_upserted(&record).await?;
         Ok(Outcome::Applied { published })
     }
 
@@ -360,9 +359,8 @@ impl Pipeline {
             return Ok(Outcome::Stale);
         }
         self.products.delete(vec![id.to_string()]).await?;
-        // Also covers a replay after a crash between the delete and the refresh.
-        let affected = self.recommender.affected_by_removal(id);
-        let published = self.recommender.refresh(&affected).await?;
+        // Also covers a replay after a crash between the delete and the list update.
+        let published = self.recommender.product_removed(id).await?;
         Ok(Outcome::Applied { published })
     }
 

@@ -1,13 +1,19 @@
-//! Standing recommendation lists: every ad's current top-K, which ads a
-//! catalogue change can affect, and versioned publication of changed lists.
+//! Standing recommendation lists: every ad's current top-K, kept exact
+//! incrementally as the catalogue changes, and versioned publication of
+//! changed lists (the standing-query / reverse-kNN idea, Korn &
+//! Muthukrishnan, SIGMOD 2000).
 //!
-//! A product change only touches ads that already list the product, or
-//! whose filter it passes and whose K-th score it can beat (one dot product
-//! per ad, no store query). Those ads get one filtered top-K store query
-//! each. A list is published only when its ids, order or scores (beyond
-//! `score_epsilon`) change; the ad's version is bumped once per publication
-//! and persisted after the sink has the list, so a crash in between
-//! republishes the same version, never a smaller one.
+//! Each ad keeps a [`TopBuffer`] of its top-K' candidates (K' = factor × K).
+//! A product change costs one dot product per ad and no store query: it
+//! enters the buffers whose bound it beats, leaves those it no longer
+//! qualifies for. Only an ad whose buffer shrinks below K (removals) asks the
+//! store again. A list is published only when its ids, order or scores
+//! (beyond `score_epsilon`) change; the ad's version is bumped once per
+//! publication and persisted after the sink has the list, so a crash in
+//! between republishes the same version, never a smaller one.
+
+mod buffer;
+mod score;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -41,15 +47,8 @@ impl RecommendError {
     }
 }
 
-/// Cosine similarity of two L2-normalised vectors.
-pub fn dot(a: &[f32], b: &[f32]) -> f32 {
-    a.iter().zip(b).map(|(x, y)| x * y).sum()
-}
-
-/// Ranking order: score descending, then product id ascending (deterministic ties).
-pub fn rank_order(a: &ListItem, b: &ListItem) -> std::cmp::Ordering {
-    b.score.total_cmp(&a.score).then_with(|| a.product_id.cmp(&b.product_id))
-}
+pub use buffer::{TopBuffer, rank_order};
+pub use score::dot;
 
 /// Keeps every ad's list and publishes changes.
 pub struct Recommender {
@@ -64,6 +63,8 @@ pub struct Recommender {
     /// Last published value per ad learned from the output when partitions
     /// were assigned, for ads this worker has no local record of yet.
     seeds: BTreeMap<String, Option<RecommendationList>>,
+    /// Candidate buffers of live owned ads (filled on first use after load).
+    buffers: BTreeMap<String, TopBuffer>,
     /// Store queries issued (for metrics and benchmarks).
     pub store_queries: u64,
 }
@@ -83,7 +84,7 @@ impl Recommender {
                 ads.insert(ad.ad_id.clone(), ad);
             }
         }
-        Ok(Self { products, ads_store, sink, ads, config, model_id, owned: None, seeds: BTreeMap::new(), store_queries: 0 })
+        Ok(Self { products, ads_store, sink, ads, config, model_id, owned: None, seeds: BTreeMap::new(), buffers: BTreeMap::new(), store_queries: 0 })
     }
 
     /// Own no partitions until [`Recommender::assign`] (Kafka mode: ads are
@@ -126,6 +127,8 @@ impl Recommender {
                 owned.remove(p);
             }
         }
+        let ads = &self.ads;
+        self.buffers.retain(|id, _| ads.get(id).is_none_or(|a| !partitions.contains(&a.partition)));
     }
 
     fn owns(&self, ad: &AdRecord) -> bool {
@@ -142,41 +145,16 @@ impl Recommender {
         self.ads.values().filter(|a| !a.deleted && self.owns(a))
     }
 
-    /// Ads whose list may change when `product` is stored (new or changed).
-    pub fn affected_by_upsert(&self, product: &ProductRecord) -> Vec<String> {
-        let eps = self.config.score_epsilon;
-        self.live_ads()
-            .filter(|ad| {
-                if ad.items.iter().any(|i| i.product_id == product.product_id) {
-                    return true;
-                }
-                if !ad.filter.accepts(product.in_stock, &product.attributes) {
-                    return false;
-                }
-                if ad.items.len() < ad.k {
-                    return true;
-                }
-                let kth = ad.items.last().map_or(f32::NEG_INFINITY, |i| i.score);
-                dot(&ad.vector, &product.vector) >= kth - eps
-            })
-            .map(|ad| ad.ad_id.clone())
-            .collect()
+    fn capacity(&self, k: usize) -> usize {
+        k * self.config.buffer_factor.max(1)
     }
 
-    /// Ads whose list contains `product_id` (they change when it goes away).
-    pub fn affected_by_removal(&self, product_id: &str) -> Vec<String> {
-        self.live_ads()
-            .filter(|ad| ad.items.iter().any(|i| i.product_id == product_id))
-            .map(|ad| ad.ad_id.clone())
-            .collect()
-    }
-
-    /// The current exact top-K of an ad, from the store.
-    pub async fn compute(&mut self, ad: &AdRecord) -> Result<Vec<ListItem>, StoreError> {
-        // A few extra hits let ties at the cut be ordered by id, not by the engine.
-        let hits = self.products.search(ad.vector.clone(), ad.store_filter(), ad.k + 4).await?;
+    /// Query the store for an ad's top-K' (+1 for the bound).
+    async fn fill(&mut self, ad: &AdRecord) -> Result<TopBuffer, StoreError> {
+        let capacity = self.capacity(ad.k);
+        let hits = self.products.search(ad.vector.clone(), ad.store_filter(), capacity + 1).await?;
         self.store_queries += 1;
-        let mut items: Vec<ListItem> = hits
+        let items = hits
             .into_iter()
             .map(|h| ListItem {
                 image_url: h.payload.get("image_url").and_then(|v| v.as_str()).unwrap_or_default().to_string(),
@@ -184,9 +162,86 @@ impl Recommender {
                 score: h.score,
             })
             .collect();
-        items.sort_by(rank_order);
-        items.truncate(ad.k);
-        Ok(items)
+        Ok(TopBuffer::from_hits(items, capacity))
+    }
+
+    /// Fill the buffers of live owned ads that have none yet (after a
+    /// restart or a takeover), one store query each, and publish any list
+    /// that differs from the last published one (a crash may have struck
+    /// between a store write and its list). Returns how many were rebuilt.
+    pub async fn rebuild(&mut self) -> Result<usize, RecommendError> {
+        let missing: Vec<AdRecord> = self.live_ads().filter(|a| !self.buffers.contains_key(&a.ad_id)).cloned().collect();
+        for ad in &missing {
+            let buffer = self.fill(ad).await?;
+            self.buffers.insert(ad.ad_id.clone(), buffer);
+        }
+        let ids: Vec<String> = missing.into_iter().map(|a| a.ad_id).collect();
+        self.settle(&ids).await?;
+        Ok(ids.len())
+    }
+
+    /// A product was stored (new, changed, restocked, out of stock): update
+    /// every buffer it enters or leaves, publish lists that changed.
+    pub async fn product_upserted(&mut self, product: &ProductRecord) -> Result<usize, RecommendError> {
+        self.rebuild().await?;
+        let mut touched = Vec::new();
+        let owned: Vec<(String, bool, f32)> = self
+            .live_ads()
+            .map(|ad| {
+                let qualifies = ad.filter.accepts(product.in_stock, &product.attributes);
+                let score = if qualifies { dot(&ad.vector, &product.vector) } else { 0.0 };
+                (ad.ad_id.clone(), qualifies, score)
+            })
+            .collect();
+        for (ad_id, qualifies, score) in owned {
+            let Some(buffer) = self.buffers.get_mut(&ad_id) else { continue };
+            let mut changed = buffer.remove(&product.product_id);
+            if qualifies {
+                let item = ListItem { product_id: product.product_id.clone(), score, image_url: product.image_url.clone() };
+                changed |= buffer.offer(item);
+            }
+            if changed {
+                touched.push(ad_id);
+            }
+        }
+        self.settle(&touched).await
+    }
+
+    /// A product is gone: drop it from every buffer, publish lists that changed.
+    pub async fn product_removed(&mut self, product_id: &str) -> Result<usize, RecommendError> {
+        self.rebuild().await?;
+        let touched: Vec<String> = self
+            .buffers
+            .iter_mut()
+            .filter_map(|(ad_id, buffer)| buffer.remove(product_id).then(|| ad_id.clone()))
+            .collect();
+        self.settle(&touched).await
+    }
+
+    /// Publish the lists of `ad_ids` that changed, refilling buffers that
+    /// can no longer prove their top-K. Returns how many were published.
+    async fn settle(&mut self, ad_ids: &[String]) -> Result<usize, RecommendError> {
+        let mut published = 0;
+        for ad_id in ad_ids {
+            let Some(mut ad) = self.ads.get(ad_id).filter(|a| !a.deleted && self.owns(a)).cloned() else { continue };
+            let can_answer = self.buffers.get(ad_id).is_some_and(|b| b.can_answer(ad.k));
+            if !can_answer {
+                let buffer = self.fill(&ad).await?;
+                self.buffers.insert(ad_id.clone(), buffer);
+            }
+            let items = self.buffers.get(ad_id).map(|b| b.top(ad.k).to_vec()).unwrap_or_default();
+            if !self.changed(&ad.items, &items) {
+                continue;
+            }
+            ad.version += 1;
+            let list = self.list_message(&ad, &items);
+            self.sink.publish(&ad.ad_id, ad.partition, Some(&list)).await?;
+            ad.items = items;
+            self.ads_store.upsert(vec![ad.to_point()]).await?;
+            self.ads.insert(ad.ad_id.clone(), ad);
+            published += 1;
+        }
+        Ok(published)
     }
 
     fn changed(&self, old: &[ListItem], new: &[ListItem]) -> bool {
@@ -206,7 +261,9 @@ impl Recommender {
         };
         ad.version = version;
         ad.deleted = false;
-        let new_items = self.compute(&ad).await?;
+        let buffer = self.fill(&ad).await?;
+        let new_items = buffer.top(ad.k).to_vec();
+        self.buffers.insert(ad.ad_id.clone(), buffer);
         let publish = old_items.as_deref().is_none_or(|old| self.changed(old, &new_items));
         if publish {
             ad.version += 1;
@@ -228,32 +285,12 @@ impl Recommender {
             return Ok(false);
         };
         self.sink.publish(ad_id, ad.partition, None).await?;
+        self.buffers.remove(ad_id);
         ad.deleted = true;
         ad.items.clear();
         self.ads_store.upsert(vec![ad.to_point()]).await?;
         self.ads.insert(ad_id.to_string(), ad);
         Ok(true)
-    }
-
-    /// Recompute the given ads and publish those whose list changed.
-    /// Returns how many lists were published.
-    pub async fn refresh(&mut self, ad_ids: &[String]) -> Result<usize, RecommendError> {
-        let mut published = 0;
-        for ad_id in ad_ids {
-            let Some(mut ad) = self.ads.get(ad_id).filter(|a| !a.deleted && self.owns(a)).cloned() else { continue };
-            let items = self.compute(&ad).await?;
-            if !self.changed(&ad.items, &items) {
-                continue;
-            }
-            ad.version += 1;
-            let list = self.list_message(&ad, &items);
-            self.sink.publish(&ad.ad_id, ad.partition, Some(&list)).await?;
-            ad.items = items;
-            self.ads_store.upsert(vec![ad.to_point()]).await?;
-            self.ads.insert(ad.ad_id.clone(), ad);
-            published += 1;
-        }
-        Ok(published)
     }
 
     fn list_message(&self, ad: &AdRecord, items: &[ListItem]) -> RecommendationList {
@@ -330,29 +367,38 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn only_ads_a_product_can_enter_or_leave_are_touched() {
+    async fn the_store_is_queried_only_when_a_buffer_runs_dry() {
         let (mut r, products, sink) = setup().await;
-        for p in [product("a", [1.0, 0.1], true), product("b", [1.0, 0.5], true), product("c", [0.0, 1.0], true)] {
+        for p in [product("a", [1.0, 0.1], true), product("b", [1.0, 0.5], true), product("c", [1.0, 0.9], true)] {
             products.upsert(vec![p.to_point()]).await.expect("upsert");
         }
-        assert!(r.upsert_ad(ad("ad", 2, Some(true))).await.expect("ad"));
-        let items: Vec<_> = r.ad("ad").expect("ad").items.iter().map(|i| i.product_id.clone()).collect();
-        assert_eq!(items, ["a", "b"]);
+        // k = 1, buffer of 2: holds a, b; c is the bound.
+        assert!(r.upsert_ad(ad("ad", 1, Some(true))).await.expect("ad"));
+        assert_eq!(r.store_queries, 1);
+        let top = |r: &Recommender| r.ad("ad").expect("ad").items.iter().map(|i| i.product_id.clone()).collect::<Vec<_>>();
+        assert_eq!(top(&r), ["a"]);
 
-        // Below the K-th score: not affected. Out of stock under an in-stock filter: not affected.
-        assert!(r.affected_by_upsert(&product("d", [0.1, 1.0], true)).is_empty());
-        assert!(r.affected_by_upsert(&product("e", [1.0, 0.0], false)).is_empty());
-        // Beats the threshold: affected. Already listed: affected whatever its score.
-        assert_eq!(r.affected_by_upsert(&product("f", [1.0, 0.2], true)), ["ad"]);
-        assert_eq!(r.affected_by_upsert(&product("b", [0.0, 1.0], true)), ["ad"]);
-        assert_eq!(r.affected_by_removal("a"), ["ad"]);
-        assert!(r.affected_by_removal("c").is_empty());
-
-        // Unchanged list: nothing published.
-        assert_eq!(r.refresh(&["ad".into()]).await.expect("refresh"), 0);
+        // Below the bound, or out of stock under an in-stock filter: nothing happens.
+        for p in [product("d", [0.1, 1.0], true), product("e", [1.0, 0.0], false)] {
+            products.upsert(vec![p.to_point()]).await.expect("upsert");
+            assert_eq!(r.product_upserted(&p).await.expect("upsert"), 0);
+        }
+        // Beats the best: new list, no query.
+        let f = product("f", [1.0, 0.0], true);
+        products.upsert(vec![f.to_point()]).await.expect("upsert");
+        assert_eq!(r.product_upserted(&f).await.expect("upsert"), 1);
+        assert_eq!(top(&r), ["f"]);
+        // Removals served from the buffer (f, a left) until it runs dry.
+        products.delete(vec!["f".into()]).await.expect("delete");
+        assert_eq!(r.product_removed("f").await.expect("remove"), 1);
+        assert_eq!(top(&r), ["a"]);
+        assert_eq!(r.store_queries, 1, "still answered from the buffer");
         products.delete(vec!["a".into()]).await.expect("delete");
-        assert_eq!(r.refresh(&["ad".into()]).await.expect("refresh"), 1);
-        assert_eq!(*sink.0.lock().await, [("ad".to_string(), Some(1)), ("ad".to_string(), Some(2))]);
+        assert_eq!(r.product_removed("a").await.expect("remove"), 1);
+        assert_eq!(top(&r), ["b"]);
+        assert_eq!(r.store_queries, 2, "buffer ran dry: one refill");
+        let versions: Vec<_> = sink.0.lock().await.iter().map(|(_, v)| *v).collect();
+        assert_eq!(versions, [Some(1), Some(2), Some(3), Some(4)]);
     }
 
     #[tokio::test]
@@ -364,5 +410,95 @@ mod tests {
         assert!(!r.delete_ad("ad").await.expect("delete twice"), "second delete publishes nothing");
         r.upsert_ad(ad("ad", 1, None)).await.expect("re-create");
         assert_eq!(*sink.0.lock().await, [("ad".into(), Some(1)), ("ad".into(), None), ("ad".into(), Some(2))]);
+    }
+
+    mod exactness {
+        //! Random catalogue changes; after every step every ad's list must
+        //! equal the brute-force top-k over the current catalogue.
+        use super::*;
+        use crate::events::AttrValue;
+        use proptest::prelude::*;
+
+        #[derive(Debug, Clone)]
+        enum Op {
+            Product { id: u8, v: [i8; 3], in_stock: bool, category: u8 },
+            DeleteProduct(u8),
+            Ad { id: u8, v: [i8; 3], k: usize, in_stock: Option<bool>, category: Option<u8> },
+            DeleteAd(u8),
+        }
+
+        fn op() -> impl Strategy<Value = Op> {
+            let v = prop::array::uniform3(-3i8..=3);
+            prop_oneof![
+                6 => (0u8..12, v.clone(), any::<bool>(), 0u8..3)
+                    .prop_map(|(id, v, in_stock, category)| Op::Product { id, v, in_stock, category }),
+                2 => (0u8..12).prop_map(Op::DeleteProduct),
+                2 => (0u8..4, v, 1usize..4, prop::option::of(any::<bool>()), prop::option::of(0u8..3))
+                    .prop_map(|(id, v, k, in_stock, category)| Op::Ad { id, v, k, in_stock, category }),
+                1 => (0u8..4).prop_map(Op::DeleteAd),
+            ]
+        }
+
+        fn vector(v: [i8; 3]) -> Vec<f32> {
+            v.iter().map(|x| *x as f32).collect()
+        }
+
+        async fn run(ops: Vec<Op>, factor: usize) {
+            let products = Arc::new(MemoryStore::default());
+            let sink = Arc::new(Recording::default());
+            let config = RecommendConfig { buffer_factor: factor, ..Default::default() };
+            let mut r = Recommender::load(products.clone(), Arc::new(MemoryStore::default()), sink, config, "m".into())
+                .await
+                .expect("load");
+            let mut catalogue: BTreeMap<String, ProductRecord> = BTreeMap::new();
+            for (step, op) in ops.into_iter().enumerate() {
+                match op {
+                    Op::Product { id, v, in_stock, category } => {
+                        let mut p = product(&format!("p{id}"), [1.0, 0.0], in_stock);
+                        p.vector = vector(v);
+                        p.attributes.insert("category".into(), format!("c{category}").into());
+                        products.upsert(vec![p.to_point()]).await.expect("upsert");
+                        r.product_upserted(&p).await.expect("product");
+                        catalogue.insert(p.product_id.clone(), p);
+                    }
+                    Op::DeleteProduct(id) => {
+                        let id = format!("p{id}");
+                        products.delete(vec![id.clone()]).await.expect("delete");
+                        r.product_removed(&id).await.expect("removed");
+                        catalogue.remove(&id);
+                    }
+                    Op::Ad { id, v, k, in_stock, category } => {
+                        let mut a = ad(&format!("a{id}"), k, in_stock);
+                        a.vector = vector(v);
+                        if let Some(c) = category {
+                            a.filter.attributes.insert("category".into(), vec![AttrValue::Str(format!("c{c}"))]);
+                        }
+                        r.upsert_ad(a).await.expect("ad");
+                    }
+                    Op::DeleteAd(id) => {
+                        r.delete_ad(&format!("a{id}")).await.expect("delete ad");
+                    }
+                }
+                for ad in r.live_ads() {
+                    let mut expected: Vec<ListItem> = catalogue
+                        .values()
+                        .filter(|p| ad.filter.accepts(p.in_stock, &p.attributes))
+                        .map(|p| ListItem { product_id: p.product_id.clone(), score: dot(&ad.vector, &p.vector), image_url: p.image_url.clone() })
+                        .collect();
+                    expected.sort_by(rank_order);
+                    expected.truncate(ad.k);
+                    assert_eq!(ad.items, expected, "step {step}: ad {} list is not the brute-force top-{}", ad.ad_id, ad.k);
+                }
+            }
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]
+            #[test]
+            fn lists_stay_exact(ops in prop::collection::vec(op(), 1..60), factor in 1usize..4) {
+                let rt = tokio::runtime::Builder::new_current_thread().build().expect("runtime");
+                rt.block_on(run(ops, factor));
+            }
+        }
     }
 }

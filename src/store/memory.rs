@@ -75,7 +75,7 @@ impl VectorStore for MemoryStore {
             .filter(|p| passes(&filter, &p.payload))
             .map(|p| ScoredPoint { id: p.id.clone(), score: vector.iter().zip(&p.vector).map(|(a, b)| a * b).sum(), payload: p.payload.clone() })
             .collect();
-        hits.sort_by(|a, b| b.score.total_cmp(&a.score).then_with(|| a.id.cmp(&b.id)));
+        hits.sort_by(|a, b| (b.score + 0.0).total_cmp(&(a.score + 0.0)).then_with(|| a.id.cmp(&b.id)));
         hits.truncate(limit);
         Ok(hits)
     }
