@@ -5,7 +5,7 @@
 
 use fast_image_resize::{FilterType, ResizeAlg, ResizeOptions, Resizer};
 use image::metadata::Orientation;
-use image::{DynamicImage, ImageDecoder, ImageReader, Limits, RgbImage};
+use image::{DynamicImage, ImageDecoder, ImageFormat, ImageReader, Limits, RgbImage};
 
 use super::EmbedError;
 
@@ -48,8 +48,11 @@ fn decode_unoriented(bytes: &[u8], max_side: u32) -> Result<(RgbImage, Orientati
     let mut reader = ImageReader::new(std::io::Cursor::new(bytes))
         .with_guessed_format()
         .map_err(|e| EmbedError::Decode(e.to_string()))?;
-    if reader.format().is_none() {
-        return Err(EmbedError::Decode("unknown image format (not JPEG, PNG, GIF, WebP or BMP)".into()));
+    match reader.format() {
+        None => return Err(EmbedError::Decode("unknown image format (not JPEG, PNG, GIF, WebP or BMP)".into())),
+        // The JPEG decoder pads missing data with grey instead of failing.
+        Some(ImageFormat::Jpeg) => check_jpeg_complete(bytes)?,
+        Some(_) => {}
     }
     let mut limits = Limits::default();
     limits.max_image_width = Some(max_side);
@@ -65,6 +68,53 @@ fn decode_unoriented(bytes: &[u8], max_side: u32) -> Result<(RgbImage, Orientati
     // For GIF and WebP this reads the first frame of an animation.
     let img = DynamicImage::from_decoder(decoder).map_err(decode_error)?;
     Ok((flatten_on_white(img)?, orientation))
+}
+
+/// Walk a JPEG's marker segments and entropy-coded data up to the
+/// end-of-image marker. A truncated JPEG would otherwise decode "fine", the
+/// missing part filled with grey, and be embedded as a different picture.
+/// Bytes after the end-of-image marker are ignored (cameras append data).
+fn check_jpeg_complete(bytes: &[u8]) -> Result<(), EmbedError> {
+    let truncated = || EmbedError::Decode("truncated JPEG: the data ends before the end-of-image marker".into());
+    let at = |i: usize| bytes.get(i).copied().ok_or_else(truncated);
+    let mut i = 2; // after SOI
+    loop {
+        // Skip to the next marker (tolerating junk between segments), then past fill bytes.
+        while at(i)? != 0xff {
+            i += 1;
+        }
+        while at(i)? == 0xff {
+            i += 1;
+        }
+        let marker = at(i)?;
+        i += 1;
+        match marker {
+            0xd9 => return Ok(()),
+            // Markers without a length: restart markers and TEM.
+            0xd0..=0xd7 | 0x01 => continue,
+            _ => {}
+        }
+        let len = u16::from_be_bytes([at(i)?, at(i + 1)?]) as usize;
+        if len < 2 {
+            return Err(EmbedError::Decode(format!("corrupt JPEG: segment length {len} at byte {i}")));
+        }
+        i += len;
+        if marker == 0xda {
+            // Entropy-coded data: runs until a marker other than a stuffed
+            // 0xFF00 or a restart marker.
+            loop {
+                if at(i)? == 0xff {
+                    let next = at(i + 1)?;
+                    if next == 0x00 || (0xd0..=0xd7).contains(&next) {
+                        i += 2;
+                        continue;
+                    }
+                    break;
+                }
+                i += 1;
+            }
+        }
+    }
 }
 
 fn decode_error(e: image::ImageError) -> EmbedError {
@@ -143,7 +193,7 @@ pub fn prepare(bytes: &[u8], spec: &InputSpec, max_side: u32) -> Result<Vec<f32>
 #[cfg(test)]
 mod tests {
     use super::*;
-    use image::{ImageFormat, Rgba, RgbaImage};
+    use image::{Rgba, RgbaImage};
 
     fn encode(img: DynamicImage, fmt: ImageFormat) -> Vec<u8> {
         let mut buf = std::io::Cursor::new(Vec::new());
@@ -288,5 +338,21 @@ mod tests {
         }
         let out = decode(&bytes, 100).expect("decode");
         assert!(is_red(out.get_pixel(3, 3)), "{:?}", out.get_pixel(3, 3));
+    }
+
+    #[test]
+    fn truncated_jpeg_is_rejected_but_trailing_bytes_are_not() {
+        let img = RgbImage::from_fn(64, 48, |x, y| image::Rgb([(x * 4) as u8, (y * 5) as u8, ((x * y) % 251) as u8]));
+        let jpeg = encode(DynamicImage::ImageRgb8(img), ImageFormat::Jpeg);
+        assert!(decode(&jpeg, 1000).is_ok());
+        for cut in [jpeg.len() - 2, jpeg.len() * 3 / 4, jpeg.len() / 2, 200] {
+            let err = decode(&jpeg[..cut], 1000).expect_err("truncated");
+            assert!(err.to_string().contains("truncated JPEG"), "cut at {cut}: {err}");
+        }
+        let mut trailing = jpeg.clone();
+        trailing.extend_from_slice(b"\0\0camera trailer\xff\xff");
+        assert!(decode(&trailing, 1000).is_ok());
+        // EXIF (with its own markers inside APP1) does not confuse the walk.
+        assert!(decode(&with_exif_orientation(&jpeg, 3), 1000).is_ok());
     }
 }
