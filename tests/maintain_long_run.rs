@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use adrec::config::RecommendConfig;
 use adrec::events::{AdFilter, AttrValue, ListItem, RecommendationList};
-use adrec::recommend::{Recommender, dot, rank_order};
+use adrec::recommend::{Recommender, brute_force_top_k};
 use adrec::records::{AdRecord, ProductRecord};
 use adrec::sink::{DeadLetter, ListSink, SinkError};
 use adrec::store::VectorStore;
@@ -43,13 +43,7 @@ fn random_vector(rng: &mut StdRng, centre: &[f32]) -> Vec<f32> {
 
 fn check(r: &Recommender, catalogue: &BTreeMap<String, ProductRecord>, step: usize) {
     for ad in r.live_ads() {
-        let mut expected: Vec<ListItem> = catalogue
-            .values()
-            .filter(|p| ad.filter.accepts(p.in_stock, &p.attributes))
-            .map(|p| ListItem { product_id: p.product_id.clone(), score: dot(&ad.vector, &p.vector), image_url: p.image_url.clone() })
-            .collect();
-        expected.sort_by(rank_order);
-        expected.truncate(ad.k);
+        let expected = brute_force_top_k(catalogue.values(), &ad.vector, &ad.filter, ad.k);
         let ids = |l: &[ListItem]| l.iter().map(|i| i.product_id.clone()).collect::<Vec<_>>();
         assert_eq!(ids(&ad.items), ids(&expected), "step {step}: ad {} is not the brute-force top-{}", ad.ad_id, ad.k);
     }

@@ -50,6 +50,24 @@ impl RecommendError {
 pub use buffer::{TopBuffer, rank_order};
 pub use score::dot;
 
+/// The exact top-`k` of `catalogue` for an ad, by brute force: the oracle
+/// every list is checked against in tests and benchmarks.
+pub fn brute_force_top_k<'a>(
+    catalogue: impl IntoIterator<Item = &'a ProductRecord>,
+    ad_vector: &[f32],
+    filter: &crate::events::AdFilter,
+    k: usize,
+) -> Vec<ListItem> {
+    let mut all: Vec<ListItem> = catalogue
+        .into_iter()
+        .filter(|p| filter.accepts(p.in_stock, &p.attributes))
+        .map(|p| ListItem { product_id: p.product_id.clone(), score: dot(ad_vector, &p.vector), image_url: p.image_url.clone() })
+        .collect();
+    all.sort_by(rank_order);
+    all.truncate(k);
+    all
+}
+
 /// Keeps every ad's list and publishes changes.
 pub struct Recommender {
     products: Arc<dyn VectorStore>,
@@ -480,13 +498,7 @@ mod tests {
                     }
                 }
                 for ad in r.live_ads() {
-                    let mut expected: Vec<ListItem> = catalogue
-                        .values()
-                        .filter(|p| ad.filter.accepts(p.in_stock, &p.attributes))
-                        .map(|p| ListItem { product_id: p.product_id.clone(), score: dot(&ad.vector, &p.vector), image_url: p.image_url.clone() })
-                        .collect();
-                    expected.sort_by(rank_order);
-                    expected.truncate(ad.k);
+                    let expected = brute_force_top_k(catalogue.values(), &ad.vector, &ad.filter, ad.k);
                     assert_eq!(ad.items, expected, "step {step}: ad {} list is not the brute-force top-{}", ad.ad_id, ad.k);
                 }
             }

@@ -10,7 +10,6 @@ use std::path::{Path, PathBuf};
 
 use adrec::config::Config;
 use adrec::events::{AdFilter, ListItem};
-use adrec::recommend::{dot, rank_order};
 use adrec::records::ProductRecord;
 
 /// The repository root (where models/ lives).
@@ -47,14 +46,7 @@ pub async fn serve_dir(dir: &Path) -> SocketAddr {
 
 /// Brute-force top-k over `catalogue` for an ad vector and filter.
 pub fn oracle(catalogue: &[ProductRecord], ad_vector: &[f32], filter: &AdFilter, k: usize) -> Vec<ListItem> {
-    let mut all: Vec<ListItem> = catalogue
-        .iter()
-        .filter(|p| filter.accepts(p.in_stock, &p.attributes))
-        .map(|p| ListItem { product_id: p.product_id.clone(), score: dot(ad_vector, &p.vector), image_url: p.image_url.clone() })
-        .collect();
-    all.sort_by(rank_order);
-    all.truncate(k);
-    all
+    adrec::recommend::brute_force_top_k(catalogue, ad_vector, filter, k)
 }
 
 /// Assert a published list equals the oracle's: same ids in the same order,
