@@ -5,6 +5,7 @@
 //! → sink; `pipeline` wires the stages and `app` builds them from `config`.
 
 pub mod app;
+pub mod bench;
 pub mod config;
 pub mod demo;
 pub mod embed;

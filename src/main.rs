@@ -54,8 +54,43 @@ enum Command {
         #[arg(long, default_value_t = 42)]
         seed: u64,
     },
+    /// Benchmarks; each prints `key=value` lines.
+    #[command(subcommand)]
+    Bench(BenchCommand),
     /// Validate the config (and Kafka client properties) and print the effective values.
     CheckConfig,
+}
+
+#[derive(Subcommand)]
+enum BenchCommand {
+    /// Incremental list maintenance vs re-running every ad's query, on seeded
+    /// clustered vectors in a brute-force in-memory store.
+    Maintain {
+        /// Ads with standing lists.
+        #[arg(long, default_value_t = 1_000)]
+        ads: usize,
+        /// Products in the catalogue.
+        #[arg(long, default_value_t = 20_000)]
+        products: usize,
+        /// Vector dimension.
+        #[arg(long, default_value_t = 512)]
+        dim: usize,
+        /// List length.
+        #[arg(long, default_value_t = 10)]
+        k: usize,
+        /// Product events to measure.
+        #[arg(long, default_value_t = 2_000)]
+        events: usize,
+        /// Events on which the (slow) naive strategy is also timed.
+        #[arg(long, default_value_t = 2)]
+        naive_sample: usize,
+        /// Ads checked against brute force at the end.
+        #[arg(long, default_value_t = 200)]
+        check_ads: usize,
+        /// Random seed.
+        #[arg(long, default_value_t = 7)]
+        seed: u64,
+    },
 }
 
 #[tokio::main]
@@ -66,6 +101,13 @@ async fn main() -> Result<()> {
             let cat = demo::generate(&out, &base_url, per_family, seed)
                 .with_context(|| format!("writing the demo catalogue to {}", out.display()))?;
             println!("demo catalogue: {} products, {} ads in {}", cat.products, cat.ads, out.display());
+            Ok(())
+        }
+        Command::Bench(BenchCommand::Maintain { ads, products, dim, k, events, naive_sample, check_ads, seed }) => {
+            let params = adrec::bench::MaintainParams { ads, products, dim, k, events, naive_sample, check_ads, seed };
+            for line in adrec::bench::maintain(&params).await? {
+                println!("{line}");
+            }
             Ok(())
         }
         Command::CheckConfig => {

@@ -70,14 +70,19 @@ impl VectorStore for MemoryStore {
 
     async fn search(&self, vector: Vec<f32>, filter: Filter, limit: usize) -> Result<Vec<ScoredPoint>, StoreError> {
         let map = self.points.read().await;
-        let mut hits: Vec<ScoredPoint> = map
+        // Score everything, clone only the winners' payloads.
+        let mut scored: Vec<(f32, &Point)> = map
             .values()
             .filter(|p| passes(&filter, &p.payload))
-            .map(|p| ScoredPoint { id: p.id.clone(), score: vector.iter().zip(&p.vector).map(|(a, b)| a * b).sum(), payload: p.payload.clone() })
+            .map(|p| (crate::recommend::dot(&vector, &p.vector) + 0.0, p))
             .collect();
-        hits.sort_by(|a, b| (b.score + 0.0).total_cmp(&(a.score + 0.0)).then_with(|| a.id.cmp(&b.id)));
-        hits.truncate(limit);
-        Ok(hits)
+        let order = |a: &(f32, &Point), b: &(f32, &Point)| b.0.total_cmp(&a.0).then_with(|| a.1.id.cmp(&b.1.id));
+        if scored.len() > limit && limit > 0 {
+            scored.select_nth_unstable_by(limit - 1, order);
+        }
+        scored.truncate(limit);
+        scored.sort_by(order);
+        Ok(scored.into_iter().map(|(score, p)| ScoredPoint { id: p.id.clone(), score, payload: p.payload.clone() }).collect())
     }
 
     async fn scroll_all(&self, with_vectors: bool) -> Result<Vec<Point>, StoreError> {
