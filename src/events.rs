@@ -234,10 +234,7 @@ pub fn parse_event(
     max_k: usize,
     now: DateTime<Utc>,
 ) -> Result<InputEvent, EventError> {
-    let key = match key {
-        Some(k) => Some(std::str::from_utf8(k).map_err(|_| EventError::TombstoneWithoutKey)),
-        None => None,
-    };
+    let key = key.map(|k| std::str::from_utf8(k).map_err(|_| EventError::TombstoneWithoutKey));
     let Some(payload) = payload else {
         let id = match key {
             Some(Ok(k)) => k.to_string(),
@@ -531,6 +528,23 @@ mod tests {
             parse(Stream::Products, None, &payload),
             Err(EventError::IdTooLong { field: "product_id", len: 257, max: 256 })
         );
+    }
+
+    #[test]
+    fn hostile_json_shapes() {
+        // Deep nesting within the size limit is an error, not a stack overflow.
+        let deep = format!("{}{}", "[".repeat(20_000), "]".repeat(20_000));
+        assert!(matches!(parse(Stream::Mixed, None, &deep), Err(EventError::InvalidJson(e)) if e.contains("recursion limit")));
+        assert_eq!(parse(Stream::Mixed, None, "null"), Err(EventError::NotAnObject("null")));
+        assert_eq!(parse(Stream::Mixed, None, "\"x\""), Err(EventError::NotAnObject("a string")));
+        for id in ["a\\u0000", "a\\n", "\\u007f", "\\u0085"] {
+            let payload = format!(r#"{{"type":"ad.deleted","ad_id":"{id}","updated_at":"2026-12-04T10:00:00Z"}}"#);
+            assert_eq!(parse(Stream::Mixed, None, &payload), Err(EventError::IdControlChar("ad_id")), "{id}");
+        }
+        let k = |v: &str| parse(Stream::Mixed, None, &format!(r#"{{"type":"ad.upserted","ad_id":"a","image_url":"http://x/y","updated_at":"2026-12-04T10:00:00Z","k":{v}}}"#));
+        for v in ["-3", "1.5", "1e3", "18446744073709551616"] {
+            assert!(matches!(k(v), Err(EventError::BadK { .. })), "k = {v}: {:?}", k(v));
+        }
     }
 
     #[test]
