@@ -45,6 +45,9 @@ pub fn decode(bytes: &[u8], max_side: u32) -> Result<RgbImage, EmbedError> {
 /// Decode (first frame only, see [`decode`]) and flatten, but leave the EXIF
 /// orientation to the caller so that it can be applied to a smaller image.
 fn decode_unoriented(bytes: &[u8], max_side: u32) -> Result<(RgbImage, Orientation), EmbedError> {
+    if bytes.is_empty() {
+        return Err(EmbedError::Decode("the image body is empty (0 bytes)".into()));
+    }
     let mut reader = ImageReader::new(std::io::Cursor::new(bytes))
         .with_guessed_format()
         .map_err(|e| EmbedError::Decode(e.to_string()))?;
@@ -208,6 +211,7 @@ mod tests {
     #[test]
     fn garbage_is_a_decode_error() {
         assert!(matches!(decode(b"<html>nope</html>", 1000), Err(EmbedError::Decode(_))));
+        assert!(decode(b"", 1000).expect_err("empty").to_string().contains("empty (0 bytes)"));
         let mut png = encode(DynamicImage::new_rgb8(32, 32), ImageFormat::Png);
         png.truncate(png.len() / 2);
         assert!(matches!(decode(&png, 1000), Err(EmbedError::Decode(_))));
