@@ -13,6 +13,7 @@ use crate::embed::model::{ModelSpec, OrtEmbedder};
 use crate::fetch::Fetcher;
 use crate::pipeline::{Pipeline, Stats};
 use crate::recommend::Recommender;
+use crate::records::AdRecord;
 use crate::sink::ListSink;
 use crate::sink::files::FileSink;
 use crate::sink::kafka::KafkaSink;
@@ -21,7 +22,6 @@ use crate::source::files::FileSource;
 use crate::source::kafka::KafkaSource;
 use crate::store::VectorStore;
 use crate::store::edge::EdgeStore;
-use crate::records::AdRecord;
 
 /// Load the configured embedder.
 pub fn load_embedder(config: &Config) -> Result<Arc<dyn Embedder>> {
@@ -37,7 +37,11 @@ pub fn load_embedder(config: &Config) -> Result<Arc<dyn Embedder>> {
 }
 
 /// The product and ad collections of the configured store, for `dim`-sized vectors.
-pub fn open_stores(config: &Config, model_id: &str, dim: usize) -> Result<(Arc<dyn VectorStore>, Arc<dyn VectorStore>)> {
+pub fn open_stores(
+    config: &Config,
+    model_id: &str,
+    dim: usize,
+) -> Result<(Arc<dyn VectorStore>, Arc<dyn VectorStore>)> {
     match config.store.kind {
         StoreKind::Edge => {
             // One collection per embedding space: a new model never mixes with old vectors.
@@ -60,7 +64,7 @@ pub async fn open_io(config: &Config) -> Result<(Arc<dyn ListSink>, Box<dyn Even
     Ok(match config.source.kind {
         Backend::Files => (
             Arc::new(FileSink::open(&config.output_dir())?),
-            Box::new(FileSource::open(&config.source.input, &config.data_dir)?),
+            Box::new(FileSource::open(&config.source.input, &config.data_dir, config.events.max_payload_bytes)?),
         ),
         Backend::Kafka => {
             let sink = KafkaSink::new(&config.kafka)?;
@@ -178,7 +182,12 @@ pub fn format_report(report: &RunReport, top: usize) -> String {
             let _ = writeln!(out, "  {:>2}. {:<32} {:.4}", rank + 1, item.product_id, item.score);
         }
     }
-    let _ = writeln!(out, "\nfull lists:   {}/lists/<ad>.json (history: {}/lists.jsonl)", report.output_dir.display(), report.output_dir.display());
+    let _ = writeln!(
+        out,
+        "\nfull lists:   {}/lists/<ad>.json (history: {}/lists.jsonl)",
+        report.output_dir.display(),
+        report.output_dir.display()
+    );
     let _ = writeln!(out, "dead letters: {}/dlq.jsonl", report.output_dir.display());
     let _ = writeln!(out, "vector store: {}", report.store_dir.display());
     out

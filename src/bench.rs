@@ -97,7 +97,8 @@ fn rss_mb() -> f64 {
 pub async fn maintain(p: &MaintainParams) -> Result<Vec<String>, StoreError> {
     let mut out = Vec::new();
     let mut rng = StdRng::seed_from_u64(p.seed);
-    let centres: Vec<Vec<f32>> = (0..64).map(|_| (0..p.dim).map(|_| rng.random_range(-1.0f32..1.0)).collect()).collect();
+    let centres: Vec<Vec<f32>> =
+        (0..64).map(|_| (0..p.dim).map(|_| rng.random_range(-1.0f32..1.0)).collect()).collect();
     let rss_start = rss_mb();
 
     let store = Arc::new(MemoryStore::default());
@@ -113,12 +114,17 @@ pub async fn maintain(p: &MaintainParams) -> Result<Vec<String>, StoreError> {
         }
     }
     store.upsert(batch).await?;
-    out.push(format!("maintain.ads={} maintain.products={} maintain.k={} maintain.dim={}", p.ads, p.products, p.k, p.dim));
+    out.push(format!(
+        "maintain.ads={} maintain.products={} maintain.k={} maintain.dim={}",
+        p.ads, p.products, p.k, p.dim
+    ));
     out.push(format!("maintain.load_s={:.2}", load.elapsed().as_secs_f64()));
 
     let sink = Arc::new(CountingSink::default());
     let config = RecommendConfig { default_k: p.k, ..Default::default() };
-    let mut r = Recommender::load(store.clone(), Arc::new(MemoryStore::default()), sink.clone(), config, "bench".into()).await?;
+    let mut r =
+        Recommender::load(store.clone(), Arc::new(MemoryStore::default()), sink.clone(), config, "bench".into())
+            .await?;
     let mut ads = Vec::new();
     let build = Instant::now();
     for a in 0..p.ads {

@@ -391,7 +391,9 @@ impl Config {
             if let Some(key) = map.keys().find(|key| RESERVED_KAFKA_PROPERTIES.contains(&key.as_str())) {
                 return Err(ConfigError::Invalid {
                     key: "kafka.properties",
-                    reason: format!("`{key}` is set by adrec itself (use the kafka.* keys; delivery guarantees depend on it)"),
+                    reason: format!(
+                        "`{key}` is set by adrec itself (use the kafka.* keys; delivery guarantees depend on it)"
+                    ),
                 });
             }
         }

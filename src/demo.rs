@@ -57,12 +57,54 @@ pub struct Family {
 
 /// The demo families.
 pub const FAMILIES: [Family; 6] = [
-    Family { name: "red-striped-tee", category: "tee", shape: Shape::Tee, pattern: Pattern::Stripes, primary: [200, 30, 40], secondary: [250, 250, 250] },
-    Family { name: "navy-plain-tee", category: "tee", shape: Shape::Tee, pattern: Pattern::Plain, primary: [25, 35, 90], secondary: [25, 35, 90] },
-    Family { name: "green-check-dress", category: "dress", shape: Shape::Dress, pattern: Pattern::Checks, primary: [30, 140, 60], secondary: [235, 240, 230] },
-    Family { name: "yellow-dot-dress", category: "dress", shape: Shape::Dress, pattern: Pattern::Dots, primary: [240, 200, 30], secondary: [20, 20, 20] },
-    Family { name: "black-trousers", category: "trousers", shape: Shape::Trousers, pattern: Pattern::Plain, primary: [30, 30, 30], secondary: [30, 30, 30] },
-    Family { name: "blue-striped-trousers", category: "trousers", shape: Shape::Trousers, pattern: Pattern::Stripes, primary: [50, 100, 190], secondary: [170, 200, 240] },
+    Family {
+        name: "red-striped-tee",
+        category: "tee",
+        shape: Shape::Tee,
+        pattern: Pattern::Stripes,
+        primary: [200, 30, 40],
+        secondary: [250, 250, 250],
+    },
+    Family {
+        name: "navy-plain-tee",
+        category: "tee",
+        shape: Shape::Tee,
+        pattern: Pattern::Plain,
+        primary: [25, 35, 90],
+        secondary: [25, 35, 90],
+    },
+    Family {
+        name: "green-check-dress",
+        category: "dress",
+        shape: Shape::Dress,
+        pattern: Pattern::Checks,
+        primary: [30, 140, 60],
+        secondary: [235, 240, 230],
+    },
+    Family {
+        name: "yellow-dot-dress",
+        category: "dress",
+        shape: Shape::Dress,
+        pattern: Pattern::Dots,
+        primary: [240, 200, 30],
+        secondary: [20, 20, 20],
+    },
+    Family {
+        name: "black-trousers",
+        category: "trousers",
+        shape: Shape::Trousers,
+        pattern: Pattern::Plain,
+        primary: [30, 30, 30],
+        secondary: [30, 30, 30],
+    },
+    Family {
+        name: "blue-striped-trousers",
+        category: "trousers",
+        shape: Shape::Trousers,
+        pattern: Pattern::Stripes,
+        primary: [50, 100, 190],
+        secondary: [170, 200, 240],
+    },
 ];
 
 /// Ads of the demo: (ad id, family index, list length, only in-stock, category filter).
@@ -77,15 +119,32 @@ pub const ADS: [(&str, usize, usize, bool, Option<&str>); 4] = [
 fn outline(shape: Shape) -> &'static [(f32, f32)] {
     match shape {
         Shape::Tee => &[
-            (0.35, 0.10), (0.45, 0.14), (0.55, 0.14), (0.65, 0.10), (0.92, 0.28), (0.82, 0.42),
-            (0.74, 0.36), (0.74, 0.92), (0.26, 0.92), (0.26, 0.36), (0.18, 0.42), (0.08, 0.28),
+            (0.35, 0.10),
+            (0.45, 0.14),
+            (0.55, 0.14),
+            (0.65, 0.10),
+            (0.92, 0.28),
+            (0.82, 0.42),
+            (0.74, 0.36),
+            (0.74, 0.92),
+            (0.26, 0.92),
+            (0.26, 0.36),
+            (0.18, 0.42),
+            (0.08, 0.28),
         ],
         Shape::Dress => &[
-            (0.40, 0.06), (0.60, 0.06), (0.62, 0.30), (0.58, 0.40), (0.86, 0.94), (0.14, 0.94), (0.42, 0.40), (0.38, 0.30),
+            (0.40, 0.06),
+            (0.60, 0.06),
+            (0.62, 0.30),
+            (0.58, 0.40),
+            (0.86, 0.94),
+            (0.14, 0.94),
+            (0.42, 0.40),
+            (0.38, 0.30),
         ],
-        Shape::Trousers => &[
-            (0.28, 0.06), (0.72, 0.06), (0.80, 0.94), (0.58, 0.94), (0.50, 0.40), (0.42, 0.94), (0.20, 0.94),
-        ],
+        Shape::Trousers => {
+            &[(0.28, 0.06), (0.72, 0.06), (0.80, 0.94), (0.58, 0.94), (0.50, 0.40), (0.42, 0.94), (0.20, 0.94)]
+        }
     }
 }
 
@@ -243,7 +302,9 @@ pub fn generate(dir: &Path, base_url: &str, per_family: usize, seed: u64) -> std
 /// The family of a demo product id (`<family>-<n>`).
 pub fn family_of(product_id: &str) -> Option<&'static str> {
     FAMILIES.iter().map(|f| f.name).find(|name| {
-        product_id.strip_prefix(name).is_some_and(|rest| rest.starts_with('-') && rest[1..].chars().all(|c| c.is_ascii_digit()))
+        product_id
+            .strip_prefix(name)
+            .is_some_and(|rest| rest.starts_with('-') && rest[1..].chars().all(|c| c.is_ascii_digit()))
     })
 }
 

@@ -129,9 +129,9 @@ impl AdFilter {
         if self.in_stock.is_some_and(|want| want != in_stock) {
             return false;
         }
-        self.attributes.iter().all(|(key, accepted)| {
-            attributes.get(key).is_some_and(|v| accepted.iter().any(|a| a.matches(v)))
-        })
+        self.attributes
+            .iter()
+            .all(|(key, accepted)| attributes.get(key).is_some_and(|v| accepted.iter().any(|a| a.matches(v))))
     }
 }
 
@@ -360,7 +360,11 @@ fn required_url(obj: &Map<String, Value>) -> Result<String, EventError> {
     Ok(raw.to_string())
 }
 
-fn required_time(obj: &Map<String, Value>, limits: &EventLimits, now: DateTime<Utc>) -> Result<DateTime<Utc>, EventError> {
+fn required_time(
+    obj: &Map<String, Value>,
+    limits: &EventLimits,
+    now: DateTime<Utc>,
+) -> Result<DateTime<Utc>, EventError> {
     let raw = required_str(obj, "updated_at")?;
     let t = DateTime::parse_from_rfc3339(raw)
         .map_err(|e| EventError::BadTimestamp(format!("{raw:?}: {e}")))?
@@ -452,8 +456,12 @@ mod tests {
 
     #[test]
     fn valid_product_with_unknown_fields() {
-        let e = parse(Stream::Products, Some("p1"), &product(r#","title":"Polo","in_stock":false,"attributes":{"category":"polo"},"colour_hex":"fff""#))
-            .expect("valid");
+        let e = parse(
+            Stream::Products,
+            Some("p1"),
+            &product(r#","title":"Polo","in_stock":false,"attributes":{"category":"polo"},"colour_hex":"fff""#),
+        )
+        .expect("valid");
         let InputEvent::ProductUpserted(p) = e else { panic!("wrong variant") };
         assert_eq!(p.product_id, "p1");
         assert!(!p.in_stock);
@@ -491,30 +499,83 @@ mod tests {
             (r#"{"product_id":"p"}"#, MissingField("type")),
             (r#"{"type":5}"#, WrongType { field: "type", expected: "a string" }),
             (r#"{"type":"product.exploded"}"#, UnknownType("product.exploded".into())),
-            (r#"{"type":"product.upserted","image_url":"http://x/y","updated_at":"2026-12-04T10:00:00Z"}"#, MissingField("product_id")),
-            (r#"{"type":"product.upserted","product_id":"","image_url":"http://x/y","updated_at":"2026-12-04T10:00:00Z"}"#, EmptyId("product_id")),
-            (r#"{"type":"product.upserted","product_id":"a\u0007b","image_url":"http://x/y","updated_at":"2026-12-04T10:00:00Z"}"#, IdControlChar("product_id")),
-            (r#"{"type":"product.upserted","product_id":7,"image_url":"http://x/y","updated_at":"2026-12-04T10:00:00Z"}"#, WrongType { field: "product_id", expected: "a string" }),
-            (r#"{"type":"product.upserted","product_id":"p","updated_at":"2026-12-04T10:00:00Z"}"#, MissingField("image_url")),
-            (r#"{"type":"product.upserted","product_id":"p","image_url":"not a url","updated_at":"2026-12-04T10:00:00Z"}"#, BadUrl(String::new())),
+            (
+                r#"{"type":"product.upserted","image_url":"http://x/y","updated_at":"2026-12-04T10:00:00Z"}"#,
+                MissingField("product_id"),
+            ),
+            (
+                r#"{"type":"product.upserted","product_id":"","image_url":"http://x/y","updated_at":"2026-12-04T10:00:00Z"}"#,
+                EmptyId("product_id"),
+            ),
+            (
+                r#"{"type":"product.upserted","product_id":"a\u0007b","image_url":"http://x/y","updated_at":"2026-12-04T10:00:00Z"}"#,
+                IdControlChar("product_id"),
+            ),
+            (
+                r#"{"type":"product.upserted","product_id":7,"image_url":"http://x/y","updated_at":"2026-12-04T10:00:00Z"}"#,
+                WrongType { field: "product_id", expected: "a string" },
+            ),
+            (
+                r#"{"type":"product.upserted","product_id":"p","updated_at":"2026-12-04T10:00:00Z"}"#,
+                MissingField("image_url"),
+            ),
+            (
+                r#"{"type":"product.upserted","product_id":"p","image_url":"not a url","updated_at":"2026-12-04T10:00:00Z"}"#,
+                BadUrl(String::new()),
+            ),
             (r#"{"type":"product.upserted","product_id":"p","image_url":"http://x/y"}"#, MissingField("updated_at")),
-            (r#"{"type":"product.upserted","product_id":"p","image_url":"http://x/y","updated_at":"yesterday"}"#, BadTimestamp(String::new())),
-            (r#"{"type":"product.upserted","product_id":"p","image_url":"http://x/y","updated_at":"2099-01-01T00:00:00Z"}"#, FutureTimestamp(String::new(), 0)),
-            (r#"{"type":"product.upserted","product_id":"p","image_url":"http://x/y","updated_at":"2026-12-04T10:00:00Z","in_stock":"yes"}"#, WrongType { field: "in_stock", expected: "a boolean" }),
-            (r#"{"type":"product.upserted","product_id":"p","image_url":"http://x/y","updated_at":"2026-12-04T10:00:00Z","attributes":[1]}"#, WrongType { field: "attributes", expected: "an object" }),
-            (r#"{"type":"ad.upserted","ad_id":"a","image_url":"http://x/y","updated_at":"2026-12-04T10:00:00Z","k":0}"#, BadK { got: String::new(), max: 100 }),
-            (r#"{"type":"ad.upserted","ad_id":"a","image_url":"http://x/y","updated_at":"2026-12-04T10:00:00Z","k":101}"#, BadK { got: String::new(), max: 100 }),
-            (r#"{"type":"ad.upserted","ad_id":"a","image_url":"http://x/y","updated_at":"2026-12-04T10:00:00Z","k":"ten"}"#, WrongType { field: "k", expected: "an integer" }),
-            (r#"{"type":"ad.upserted","ad_id":"a","image_url":"http://x/y","updated_at":"2026-12-04T10:00:00Z","filter":[]}"#, BadFilter(String::new())),
-            (r#"{"type":"ad.upserted","ad_id":"a","image_url":"http://x/y","updated_at":"2026-12-04T10:00:00Z","filter":{"colour":"red"}}"#, BadFilter(String::new())),
-            (r#"{"type":"ad.upserted","ad_id":"a","image_url":"http://x/y","updated_at":"2026-12-04T10:00:00Z","filter":{"attributes":{"c":[1.5]}}}"#, BadFilter(String::new())),
-            (r#"{"type":"ad.upserted","ad_id":"a","image_url":"http://x/y","updated_at":"2026-12-04T10:00:00Z","filter":{"attributes":{"c":[]}}}"#, BadFilter(String::new())),
+            (
+                r#"{"type":"product.upserted","product_id":"p","image_url":"http://x/y","updated_at":"yesterday"}"#,
+                BadTimestamp(String::new()),
+            ),
+            (
+                r#"{"type":"product.upserted","product_id":"p","image_url":"http://x/y","updated_at":"2099-01-01T00:00:00Z"}"#,
+                FutureTimestamp(String::new(), 0),
+            ),
+            (
+                r#"{"type":"product.upserted","product_id":"p","image_url":"http://x/y","updated_at":"2026-12-04T10:00:00Z","in_stock":"yes"}"#,
+                WrongType { field: "in_stock", expected: "a boolean" },
+            ),
+            (
+                r#"{"type":"product.upserted","product_id":"p","image_url":"http://x/y","updated_at":"2026-12-04T10:00:00Z","attributes":[1]}"#,
+                WrongType { field: "attributes", expected: "an object" },
+            ),
+            (
+                r#"{"type":"ad.upserted","ad_id":"a","image_url":"http://x/y","updated_at":"2026-12-04T10:00:00Z","k":0}"#,
+                BadK { got: String::new(), max: 100 },
+            ),
+            (
+                r#"{"type":"ad.upserted","ad_id":"a","image_url":"http://x/y","updated_at":"2026-12-04T10:00:00Z","k":101}"#,
+                BadK { got: String::new(), max: 100 },
+            ),
+            (
+                r#"{"type":"ad.upserted","ad_id":"a","image_url":"http://x/y","updated_at":"2026-12-04T10:00:00Z","k":"ten"}"#,
+                WrongType { field: "k", expected: "an integer" },
+            ),
+            (
+                r#"{"type":"ad.upserted","ad_id":"a","image_url":"http://x/y","updated_at":"2026-12-04T10:00:00Z","filter":[]}"#,
+                BadFilter(String::new()),
+            ),
+            (
+                r#"{"type":"ad.upserted","ad_id":"a","image_url":"http://x/y","updated_at":"2026-12-04T10:00:00Z","filter":{"colour":"red"}}"#,
+                BadFilter(String::new()),
+            ),
+            (
+                r#"{"type":"ad.upserted","ad_id":"a","image_url":"http://x/y","updated_at":"2026-12-04T10:00:00Z","filter":{"attributes":{"c":[1.5]}}}"#,
+                BadFilter(String::new()),
+            ),
+            (
+                r#"{"type":"ad.upserted","ad_id":"a","image_url":"http://x/y","updated_at":"2026-12-04T10:00:00Z","filter":{"attributes":{"c":[]}}}"#,
+                BadFilter(String::new()),
+            ),
             (r#"{"type":"ad.deleted","updated_at":"2026-12-04T10:00:00Z"}"#, MissingField("ad_id")),
         ];
         for (payload, want) in cases {
             let got = parse(Stream::Mixed, None, payload).expect_err(payload);
             assert_eq!(std::mem::discriminant(&got), std::mem::discriminant(&want), "{payload}: got {got}");
-            if let (WrongType { field: a, .. }, WrongType { field: b, .. }) | (MissingField(a), MissingField(b)) = (&got, &want) {
+            if let (WrongType { field: a, .. }, WrongType { field: b, .. }) | (MissingField(a), MissingField(b)) =
+                (&got, &want)
+            {
                 assert_eq!(a, b, "{payload}");
             }
         }
@@ -523,7 +584,8 @@ mod tests {
     #[test]
     fn oversized_id_is_rejected() {
         let id = "x".repeat(257);
-        let payload = format!(r#"{{"type":"product.deleted","product_id":"{id}","updated_at":"2026-12-04T10:00:00Z"}}"#);
+        let payload =
+            format!(r#"{{"type":"product.deleted","product_id":"{id}","updated_at":"2026-12-04T10:00:00Z"}}"#);
         assert_eq!(
             parse(Stream::Products, None, &payload),
             Err(EventError::IdTooLong { field: "product_id", len: 257, max: 256 })
@@ -534,14 +596,24 @@ mod tests {
     fn hostile_json_shapes() {
         // Deep nesting within the size limit is an error, not a stack overflow.
         let deep = format!("{}{}", "[".repeat(20_000), "]".repeat(20_000));
-        assert!(matches!(parse(Stream::Mixed, None, &deep), Err(EventError::InvalidJson(e)) if e.contains("recursion limit")));
+        assert!(
+            matches!(parse(Stream::Mixed, None, &deep), Err(EventError::InvalidJson(e)) if e.contains("recursion limit"))
+        );
         assert_eq!(parse(Stream::Mixed, None, "null"), Err(EventError::NotAnObject("null")));
         assert_eq!(parse(Stream::Mixed, None, "\"x\""), Err(EventError::NotAnObject("a string")));
         for id in ["a\\u0000", "a\\n", "\\u007f", "\\u0085"] {
             let payload = format!(r#"{{"type":"ad.deleted","ad_id":"{id}","updated_at":"2026-12-04T10:00:00Z"}}"#);
             assert_eq!(parse(Stream::Mixed, None, &payload), Err(EventError::IdControlChar("ad_id")), "{id}");
         }
-        let k = |v: &str| parse(Stream::Mixed, None, &format!(r#"{{"type":"ad.upserted","ad_id":"a","image_url":"http://x/y","updated_at":"2026-12-04T10:00:00Z","k":{v}}}"#));
+        let k = |v: &str| {
+            parse(
+                Stream::Mixed,
+                None,
+                &format!(
+                    r#"{{"type":"ad.upserted","ad_id":"a","image_url":"http://x/y","updated_at":"2026-12-04T10:00:00Z","k":{v}}}"#
+                ),
+            )
+        };
         for v in ["-3", "1.5", "1e3", "18446744073709551616"] {
             assert!(matches!(k(v), Err(EventError::BadK { .. })), "k = {v}: {:?}", k(v));
         }
@@ -551,7 +623,8 @@ mod tests {
     fn oversized_payload_and_bad_utf8() {
         let big = product(&format!(r#","title":"{}""#, "a".repeat(70_000)));
         assert!(matches!(parse(Stream::Products, None, &big), Err(EventError::TooLarge { .. })));
-        let bad = parse_event(Stream::Products, None, Some(b"{\"type\":\"\xff\"}"), &EventLimits::default(), 100, now());
+        let bad =
+            parse_event(Stream::Products, None, Some(b"{\"type\":\"\xff\"}"), &EventLimits::default(), 100, now());
         assert_eq!(bad, Err(EventError::NotUtf8(9)));
     }
 
@@ -562,8 +635,14 @@ mod tests {
         assert_eq!(p, Ok(InputEvent::ProductDeleted { product_id: "p9".into(), updated_at: None }));
         let a = parse_event(Stream::Ads, Some(b"a9"), None, &limits, 100, now());
         assert_eq!(a, Ok(InputEvent::AdDeleted { ad_id: "a9".into(), updated_at: None }));
-        assert_eq!(parse_event(Stream::Products, None, None, &limits, 100, now()), Err(EventError::TombstoneWithoutKey));
-        assert_eq!(parse_event(Stream::Mixed, Some(b"x"), None, &limits, 100, now()), Err(EventError::AmbiguousTombstone));
+        assert_eq!(
+            parse_event(Stream::Products, None, None, &limits, 100, now()),
+            Err(EventError::TombstoneWithoutKey)
+        );
+        assert_eq!(
+            parse_event(Stream::Mixed, Some(b"x"), None, &limits, 100, now()),
+            Err(EventError::AmbiguousTombstone)
+        );
     }
 
     #[test]

@@ -78,14 +78,20 @@ pub struct Fetcher {
 impl Fetcher {
     /// Build a client with the configured limits and address policy.
     pub fn new(config: &FetchConfig) -> Result<Self, FetchError> {
-        Self::with_policy(config, AddressPolicy { allow_private: config.allow_private_networks, exceptions: Arc::from([]) })
+        Self::with_policy(
+            config,
+            AddressPolicy { allow_private: config.allow_private_networks, exceptions: Arc::from([]) },
+        )
     }
 
     /// A client whose address policy also lets these exact IPs through
     /// (tests only: a first hop on loopback that redirects elsewhere).
     #[cfg(test)]
     fn with_exceptions(config: &FetchConfig, exceptions: &[IpAddr]) -> Result<Self, FetchError> {
-        Self::with_policy(config, AddressPolicy { allow_private: config.allow_private_networks, exceptions: Arc::from(exceptions) })
+        Self::with_policy(
+            config,
+            AddressPolicy { allow_private: config.allow_private_networks, exceptions: Arc::from(exceptions) },
+        )
     }
 
     fn with_policy(config: &FetchConfig, addresses: AddressPolicy) -> Result<Self, FetchError> {
@@ -170,9 +176,13 @@ impl Fetcher {
 
     async fn read_file(&self, url: &Url) -> Result<Vec<u8>, FetchError> {
         let path = url.to_file_path().map_err(|_| FetchError::InvalidUrl(format!("{url} is not a local path")))?;
-        let meta = tokio::fs::metadata(&path).await.map_err(|e| FetchError::File(format!("{}: {e}", path.display())))?;
+        let meta =
+            tokio::fs::metadata(&path).await.map_err(|e| FetchError::File(format!("{}: {e}", path.display())))?;
         if meta.len() > self.config.max_bytes {
-            return Err(FetchError::TooLarge { max: self.config.max_bytes, detail: format!("file is {} bytes", meta.len()) });
+            return Err(FetchError::TooLarge {
+                max: self.config.max_bytes,
+                detail: format!("file is {} bytes", meta.len()),
+            });
         }
         tokio::fs::read(&path).await.map_err(|e| FetchError::File(format!("{}: {e}", path.display())))
     }
@@ -266,7 +276,8 @@ pub fn is_public(ip: IpAddr) -> bool {
         }
         IpAddr::V6(v6) => {
             let seg = v6.segments();
-            let embedded = |hi: u16, lo: u16| IpAddr::V4(std::net::Ipv4Addr::from((u32::from(hi) << 16) | u32::from(lo)));
+            let embedded =
+                |hi: u16, lo: u16| IpAddr::V4(std::net::Ipv4Addr::from((u32::from(hi) << 16) | u32::from(lo)));
             if let Some(v4) = v6.to_ipv4_mapped() {
                 return is_public(IpAddr::V4(v4));
             }
@@ -325,7 +336,19 @@ mod tests {
 
     #[test]
     fn public_and_private_ranges() {
-        for ip in ["127.0.0.1", "10.1.2.3", "172.16.0.1", "192.168.1.1", "169.254.169.254", "100.64.0.1", "0.0.0.0", "::1", "fd00::1", "fe80::1", "::ffff:127.0.0.1"] {
+        for ip in [
+            "127.0.0.1",
+            "10.1.2.3",
+            "172.16.0.1",
+            "192.168.1.1",
+            "169.254.169.254",
+            "100.64.0.1",
+            "0.0.0.0",
+            "::1",
+            "fd00::1",
+            "fe80::1",
+            "::ffff:127.0.0.1",
+        ] {
             assert!(!is_public(ip.parse().expect("ip")), "{ip} must not be public");
         }
         for ip in ["8.8.8.8", "1.1.1.1", "2606:4700::1111"] {
@@ -379,7 +402,14 @@ mod tests {
             Err(FetchError::ForbiddenAddress("169.254.169.254".into()))
         );
         assert!(matches!(f.fetch("http://localhost:1/a.jpg").await, Err(FetchError::ForbiddenAddress(_))));
-        for url in ["http://[::1]:1/", "http://10.0.0.1/", "http://[fd00::1]/", "http://[::ffff:127.0.0.1]:1/", "http://2130706433:1/", "http://0.0.0.0:1/"] {
+        for url in [
+            "http://[::1]:1/",
+            "http://10.0.0.1/",
+            "http://[fd00::1]/",
+            "http://[::ffff:127.0.0.1]:1/",
+            "http://2130706433:1/",
+            "http://0.0.0.0:1/",
+        ] {
             assert!(matches!(f.fetch(url).await, Err(FetchError::ForbiddenAddress(_))), "{url}");
         }
     }
@@ -428,7 +458,8 @@ mod tests {
     #[tokio::test]
     async fn redirects_are_checked_hop_by_hop() {
         let (addr, hits) = redirector().await;
-        let config = FetchConfig { max_redirects: 3, connect_timeout_ms: 300, timeout_ms: 3_000, ..FetchConfig::default() };
+        let config =
+            FetchConfig { max_redirects: 3, connect_timeout_ms: 300, timeout_ms: 3_000, ..FetchConfig::default() };
         let f = Fetcher::with_exceptions(&config, &[addr.ip()]).expect("client");
         let base = format!("http://{addr}");
         // The policy lets the first hop through, and a redirect within it works.
@@ -449,7 +480,11 @@ mod tests {
         // Every request above reached our server only: ok 2, forbidden 5 (first
         // hops), schemes 2, loop 2, chain 4 (the first URL and 3 redirects).
         assert_eq!(hits.load(std::sync::atomic::Ordering::SeqCst), 15);
-        for e in [FetchError::RedirectLoop(String::new()), FetchError::RedirectScheme("file".into()), FetchError::TooManyRedirects(3)] {
+        for e in [
+            FetchError::RedirectLoop(String::new()),
+            FetchError::RedirectScheme("file".into()),
+            FetchError::TooManyRedirects(3),
+        ] {
             assert!(!e.is_transient(), "{e}");
         }
     }

@@ -15,7 +15,9 @@ use crate::config::KafkaConfig;
 #[derive(Debug, thiserror::Error)]
 pub enum KafkaSetupError {
     /// librdkafka rejected a property (unknown key or bad value).
-    #[error("invalid Kafka client setting: {0} (check kafka.properties / kafka.consumer_properties / kafka.producer_properties)")]
+    #[error(
+        "invalid Kafka client setting: {0} (check kafka.properties / kafka.consumer_properties / kafka.producer_properties)"
+    )]
     Config(String),
     /// Topic creation failed.
     #[error("cannot create topic `{topic}`: {reason}")]
@@ -64,7 +66,8 @@ pub async fn ensure_output_topics(k: &KafkaConfig) -> Result<(), KafkaSetupError
     let admin: AdminClient<DefaultClientContext> = base_config(k).create().map_err(setup_error)?;
     let compacted = [("cleanup.policy", "compact")];
     let topics = [
-        NewTopic::new(&k.output_topic, k.create_partitions, TopicReplication::Fixed(-1)).set(compacted[0].0, compacted[0].1),
+        NewTopic::new(&k.output_topic, k.create_partitions, TopicReplication::Fixed(-1))
+            .set(compacted[0].0, compacted[0].1),
         NewTopic::new(&k.dlq_topic, k.create_partitions, TopicReplication::Fixed(-1)),
     ];
     let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));

@@ -18,9 +18,9 @@ use crate::embed::{EmbedError, Embedder};
 use crate::events::{self, AdUpsert, EventError, InputEvent, ProductUpsert};
 use crate::fetch::{FetchError, Fetcher};
 use crate::recommend::{RecommendError, Recommender};
+use crate::records::{AdRecord, ProductRecord};
 use crate::sink::{DeadLetter, ListSink, SinkError};
 use crate::source::{EventSource, OwnershipChange, SourceError, SourceRecord};
-use crate::records::{AdRecord, ProductRecord};
 use crate::store::{StoreError, VectorStore};
 
 /// Anything that can go wrong handling one record.
@@ -145,7 +145,11 @@ impl Pipeline {
 
     /// Consume `source` until it ends or `shutdown` fires; every finished
     /// record is acknowledged. An in-flight record is finished first.
-    pub async fn run(&mut self, source: &mut dyn EventSource, shutdown: CancellationToken) -> Result<(), PipelineError> {
+    pub async fn run(
+        &mut self,
+        source: &mut dyn EventSource,
+        shutdown: CancellationToken,
+    ) -> Result<(), PipelineError> {
         loop {
             let next = tokio::select! {
                 _ = shutdown.cancelled() => break,
@@ -201,7 +205,11 @@ impl Pipeline {
 
     /// Handle one record to completion: retry transient failures, dead-letter
     /// permanent ones. `None` means shutdown interrupted the retries.
-    pub async fn handle(&mut self, record: &SourceRecord, shutdown: &CancellationToken) -> Result<Option<Outcome>, PipelineError> {
+    pub async fn handle(
+        &mut self,
+        record: &SourceRecord,
+        shutdown: &CancellationToken,
+    ) -> Result<Option<Outcome>, PipelineError> {
         let now = Utc::now();
         let event = match events::parse_event(
             record.stream,
@@ -267,11 +275,21 @@ impl Pipeline {
             .build()
     }
 
-    async fn dead_letter(&mut self, record: &SourceRecord, error: ProcessError, shutdown: &CancellationToken) -> Result<Option<Outcome>, PipelineError> {
+    async fn dead_letter(
+        &mut self,
+        record: &SourceRecord,
+        error: ProcessError,
+        shutdown: &CancellationToken,
+    ) -> Result<Option<Outcome>, PipelineError> {
         self.dead_letter_reason(record, error.to_string(), shutdown).await
     }
 
-    async fn dead_letter_reason(&mut self, record: &SourceRecord, reason: String, shutdown: &CancellationToken) -> Result<Option<Outcome>, PipelineError> {
+    async fn dead_letter_reason(
+        &mut self,
+        record: &SourceRecord,
+        reason: String,
+        shutdown: &CancellationToken,
+    ) -> Result<Option<Outcome>, PipelineError> {
         tracing::warn!(topic = %record.topic, offset = record.offset, reason = %reason, "dead-lettering record");
         let letter = DeadLetter { error: reason.clone(), record: record.clone() };
         let mut delays = self.backoff();

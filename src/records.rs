@@ -4,8 +4,8 @@
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value, json};
 
-use crate::store::{Condition, Filter, MatchValue, Point};
 use crate::events::{AdFilter, AttrValue, ListItem};
+use crate::store::{Condition, Filter, MatchValue, Point};
 
 /// A stored product.
 #[derive(Debug, Clone, PartialEq)]

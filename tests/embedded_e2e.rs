@@ -45,7 +45,8 @@ async fn assert_lists_match_oracle(config: &Config) -> BTreeMap<String, Recommen
     let lists = published(&config.output_dir());
     let mut live = BTreeMap::new();
     for ad in &ads {
-        let list = lists.get(&ad.ad_id).cloned().flatten().unwrap_or_else(|| panic!("no list published for {}", ad.ad_id));
+        let list =
+            lists.get(&ad.ad_id).cloned().flatten().unwrap_or_else(|| panic!("no list published for {}", ad.ad_id));
         let expected = common::oracle(&catalogue, &ad.vector, &ad.filter, ad.k);
         common::assert_same_list(&ad.ad_id, &list.items, &expected);
         live.insert(ad.ad_id.clone(), list);
@@ -169,7 +170,9 @@ async fn deleting_an_ad_publishes_a_tombstone_and_keeps_versions_increasing() {
     let base = format!("http://{addr}");
     demo::generate(&demo_dir, &base, 4, 1).expect("demo data");
     let ad = |t: &str| {
-        format!("{{\"type\":\"ad.upserted\",\"ad_id\":\"solo\",\"image_url\":\"{base}/images/ad-sunny-days.jpg\",\"k\":3,\"updated_at\":\"{t}\"}}\n")
+        format!(
+            "{{\"type\":\"ad.upserted\",\"ad_id\":\"solo\",\"image_url\":\"{base}/images/ad-sunny-days.jpg\",\"k\":3,\"updated_at\":\"{t}\"}}\n"
+        )
     };
     let events = tmp.path().join("events.jsonl");
     let mut text = std::fs::read_to_string(demo_dir.join("events/products.jsonl")).expect("read");

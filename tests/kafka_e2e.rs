@@ -156,7 +156,11 @@ fn latest_lists(bootstrap: &str) -> BTreeMap<String, Option<RecommendationList>>
             let prev: &RecommendationList = prev;
             assert!(new.version > prev.version, "ad {key}: version {} after {}", new.version, prev.version);
             let same = prev.items.len() == new.items.len()
-                && prev.items.iter().zip(&new.items).all(|(a, b)| a.product_id == b.product_id && (a.score - b.score).abs() <= 1e-4);
+                && prev
+                    .items
+                    .iter()
+                    .zip(&new.items)
+                    .all(|(a, b)| a.product_id == b.product_id && (a.score - b.score).abs() <= 1e-4);
             assert!(!same, "ad {key}: version {} republished an unchanged list", new.version);
         }
         latest.insert(key, list);
@@ -204,7 +208,13 @@ async fn stored(config: &Config) -> (Vec<ProductRecord>, Vec<AdRecord>) {
     let (products, ads) = app::open_stores(config, embedder.model_id(), embedder.dim()).expect("stores");
     (
         products.scroll_all(true).await.expect("scroll").into_iter().filter_map(ProductRecord::from_point).collect(),
-        ads.scroll_all(true).await.expect("scroll").into_iter().filter_map(AdRecord::from_point).filter(|a| !a.deleted).collect(),
+        ads.scroll_all(true)
+            .await
+            .expect("scroll")
+            .into_iter()
+            .filter_map(AdRecord::from_point)
+            .filter(|a| !a.deleted)
+            .collect(),
     )
 }
 
@@ -214,7 +224,10 @@ async fn assert_output_matches_oracle(world: &World, config: &Config) -> BTreeMa
 }
 
 /// Same, for ads spread over several workers' stores.
-async fn assert_output_matches_oracle_of(world: &World, configs: &[&Config]) -> BTreeMap<String, Option<RecommendationList>> {
+async fn assert_output_matches_oracle_of(
+    world: &World,
+    configs: &[&Config],
+) -> BTreeMap<String, Option<RecommendationList>> {
     let (catalogue, _) = stored(configs[0]).await;
     let mut ads = BTreeMap::new();
     for config in configs {
@@ -226,7 +239,8 @@ async fn assert_output_matches_oracle_of(world: &World, configs: &[&Config]) -> 
     let ads: Vec<AdRecord> = ads.into_values().filter(|a| matches!(latest.get(&a.ad_id), Some(Some(_)))).collect();
     assert!(!ads.is_empty(), "no live ad found");
     for ad in &ads {
-        let list = latest.get(&ad.ad_id).cloned().flatten().unwrap_or_else(|| panic!("no list on the topic for {}", ad.ad_id));
+        let list =
+            latest.get(&ad.ad_id).cloned().flatten().unwrap_or_else(|| panic!("no list on the topic for {}", ad.ad_id));
         let expected = common::oracle(&catalogue, &ad.vector, &ad.filter, ad.k);
         common::assert_same_list(&ad.ad_id, &list.items, &expected);
     }
@@ -256,7 +270,11 @@ async fn catalogue_through_kafka_matches_the_oracle_and_commits_everything() {
     assert_eq!(latest.len(), demo::ADS.len());
     let (catalogue, _) = stored(&config).await;
     assert_eq!(catalogue.len(), world.catalogue.products, "every product stored");
-    assert_eq!(committed_total(&world.broker.bootstrap(), &config), world.catalogue.products as i64, "all product offsets committed");
+    assert_eq!(
+        committed_total(&world.broker.bootstrap(), &config),
+        world.catalogue.products as i64,
+        "all product offsets committed"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -295,11 +313,15 @@ async fn poison_goes_to_the_dlq_and_the_partition_keeps_flowing() {
     produce_demo(&world).await;
     let base = &world.base;
     let ok = |id: &str, t: &str| {
-        format!(r#"{{"type":"product.upserted","product_id":"{id}","image_url":"{base}/images/navy-plain-tee-000.jpg","updated_at":"{t}"}}"#)
+        format!(
+            r#"{{"type":"product.upserted","product_id":"{id}","image_url":"{base}/images/navy-plain-tee-000.jpg","updated_at":"{t}"}}"#
+        )
     };
     produce(&p, PRODUCTS, "bad-json", Some("{not json")).await;
     produce(&p, PRODUCTS, "mystery", Some(r#"{"type":"product.teleported","product_id":"mystery"}"#)).await;
-    let missing = format!(r#"{{"type":"product.upserted","product_id":"gone-img","image_url":"{base}/images/nope.jpg","updated_at":"2026-12-01T09:00:00Z"}}"#);
+    let missing = format!(
+        r#"{{"type":"product.upserted","product_id":"gone-img","image_url":"{base}/images/nope.jpg","updated_at":"2026-12-01T09:00:00Z"}}"#
+    );
     produce(&p, PRODUCTS, "gone-img", Some(&missing)).await;
     produce(&p, PRODUCTS, "fresh", Some(&ok("fresh", "2026-12-02T09:00:00Z"))).await;
     produce(&p, PRODUCTS, "fresh", Some(&ok("fresh", "2026-12-01T09:00:00Z"))).await; // stale: ignored
@@ -320,7 +342,10 @@ async fn poison_goes_to_the_dlq_and_the_partition_keeps_flowing() {
     assert!(header("gone-img", "adrec.error").contains("HTTP 404"));
     assert_eq!(header("bad-json", "adrec.source.topic"), PRODUCTS);
     assert!(!header("gone-img", "adrec.source.offset").is_empty());
-    assert!(dlq.iter().any(|(k, v, _)| k.as_deref() == Some("bad-json") && v.as_deref() == Some("{not json")), "original payload kept");
+    assert!(
+        dlq.iter().any(|(k, v, _)| k.as_deref() == Some("bad-json") && v.as_deref() == Some("{not json")),
+        "original payload kept"
+    );
 
     assert_output_matches_oracle(&world, &config).await;
     let (catalogue, _) = stored(&config).await;
@@ -335,7 +360,13 @@ async fn deleting_an_ad_publishes_a_tombstone() {
     let world = World::new(3).await;
     produce_demo(&world).await;
     let p = producer(&world.broker.bootstrap());
-    produce(&p, ADS, "sunny-days", Some(r#"{"type":"ad.deleted","ad_id":"sunny-days","updated_at":"2026-12-02T09:00:00Z"}"#)).await;
+    produce(
+        &p,
+        ADS,
+        "sunny-days",
+        Some(r#"{"type":"ad.deleted","ad_id":"sunny-days","updated_at":"2026-12-02T09:00:00Z"}"#),
+    )
+    .await;
     produce(&p, ADS, "garden-party", None).await;
     let config = world.config(0);
     let mut worker = world.spawn_worker(&config, 0);

@@ -55,9 +55,15 @@ async fn hundred_thousand_seeded_changes_stay_exact() {
     let centres: Vec<Vec<f32>> = (0..6).map(|_| (0..DIM).map(|_| rng.random_range(-1.0..1.0)).collect()).collect();
     let products = Arc::new(MemoryStore::default());
     let sink = Arc::new(CountingSink::default());
-    let mut r = Recommender::load(products.clone(), Arc::new(MemoryStore::default()), sink.clone(), RecommendConfig::default(), "m".into())
-        .await
-        .expect("load");
+    let mut r = Recommender::load(
+        products.clone(),
+        Arc::new(MemoryStore::default()),
+        sink.clone(),
+        RecommendConfig::default(),
+        "m".into(),
+    )
+    .await
+    .expect("load");
     let mut catalogue: BTreeMap<String, ProductRecord> = BTreeMap::new();
     let steps = 100_000;
     for step in 0..steps {
@@ -91,7 +97,9 @@ async fn hundred_thousand_seeded_changes_stay_exact() {
             let centre = &centres[rng.random_range(0..centres.len())];
             let mut filter = AdFilter { in_stock: rng.random_bool(0.7).then_some(true), ..Default::default() };
             if rng.random_bool(0.3) {
-                filter.attributes.insert("category".into(), vec![AttrValue::Str(format!("c{}", rng.random_range(0..3)))]);
+                filter
+                    .attributes
+                    .insert("category".into(), vec![AttrValue::Str(format!("c{}", rng.random_range(0..3)))]);
             }
             let ad = AdRecord {
                 ad_id: id,

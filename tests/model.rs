@@ -62,7 +62,9 @@ fn different_images_differ() {
         buf.into_inner()
     };
     let red = encode(image::RgbImage::from_pixel(64, 64, image::Rgb([220, 20, 20])));
-    let stripes = encode(image::RgbImage::from_fn(64, 64, |_, y| if y % 8 < 4 { image::Rgb([0, 0, 0]) } else { image::Rgb([255, 255, 255]) }));
+    let stripes = encode(image::RgbImage::from_fn(64, 64, |_, y| {
+        if y % 8 < 4 { image::Rgb([0, 0, 0]) } else { image::Rgb([255, 255, 255]) }
+    }));
     let a = e.embed(&red).expect("embed");
     let b = e.embed(&stripes).expect("embed");
     assert!(cosine(&a, &b) < 0.95, "unrelated images must not look identical");

@@ -105,7 +105,13 @@ pub struct OrtEmbedder {
 
 impl OrtEmbedder {
     /// Load the runtime library and the model.
-    pub fn load(library: &Path, model: &Path, spec: ModelSpec, intra_threads: usize, max_side: u32) -> Result<Self, EmbedError> {
+    pub fn load(
+        library: &Path,
+        model: &Path,
+        spec: ModelSpec,
+        intra_threads: usize,
+        max_side: u32,
+    ) -> Result<Self, EmbedError> {
         if !model.exists() {
             return Err(EmbedError::Load(format!("{} is missing; run models/fetch", model.display())));
         }
@@ -117,7 +123,9 @@ impl OrtEmbedder {
             .map_err(|e| EmbedError::Load(format!("{}: {e}", model.display())))?;
         for (name, outlets) in [(&spec.input_name, session.inputs()), (&spec.output_features, session.outputs())] {
             if !outlets.iter().any(|o| o.name() == name.as_str()) {
-                return Err(EmbedError::Load(format!("model has no tensor named `{name}`; manifest and model disagree")));
+                return Err(EmbedError::Load(format!(
+                    "model has no tensor named `{name}`; manifest and model disagree"
+                )));
             }
         }
         Ok(Self { session: Mutex::new(session), spec, max_side })
@@ -160,8 +168,6 @@ impl Embedder for OrtEmbedder {
 
     fn embed(&self, image_bytes: &[u8]) -> Result<Vec<f32>, EmbedError> {
         let tensor = preprocess::prepare(image_bytes, &self.spec.input_spec(), self.max_side)?;
-        self.run_tensor(1, &tensor)?
-            .pop()
-            .ok_or_else(|| EmbedError::Runtime("model returned no rows".into()))
+        self.run_tensor(1, &tensor)?.pop().ok_or_else(|| EmbedError::Runtime("model returned no rows".into()))
     }
 }

@@ -273,7 +273,9 @@ mod tests {
 
     /// 64×32, white with a red 16×16 block in the top-left corner.
     fn marked_jpeg() -> Vec<u8> {
-        let img = RgbImage::from_fn(64, 32, |x, y| if x < 16 && y < 16 { image::Rgb([255, 0, 0]) } else { image::Rgb([255, 255, 255]) });
+        let img = RgbImage::from_fn(64, 32, |x, y| {
+            if x < 16 && y < 16 { image::Rgb([255, 0, 0]) } else { image::Rgb([255, 255, 255]) }
+        });
         encode(DynamicImage::ImageRgb8(img), ImageFormat::Jpeg)
     }
 
@@ -308,7 +310,9 @@ mod tests {
 
     #[test]
     fn in_place_flattening_matches_per_pixel_compositing() {
-        let img = RgbaImage::from_fn(37, 23, |x, y| Rgba([(x * 7) as u8, (y * 11) as u8, (x * y) as u8, ((x + y) * 5) as u8]));
+        let img = RgbaImage::from_fn(37, 23, |x, y| {
+            Rgba([(x * 7) as u8, (y * 11) as u8, (x * y) as u8, ((x + y) * 5) as u8])
+        });
         let rgb = flatten_on_white(DynamicImage::ImageRgba8(img.clone())).expect("flatten");
         assert_eq!(rgb.dimensions(), (37, 23));
         for (x, y, p) in img.enumerate_pixels() {

@@ -22,8 +22,8 @@ use chrono::Utc;
 
 use crate::config::RecommendConfig;
 use crate::events::{ListItem, RecommendationList};
-use crate::sink::{ListSink, SinkError};
 use crate::records::{AdRecord, ProductRecord};
+use crate::sink::{ListSink, SinkError};
 use crate::store::{StoreError, VectorStore};
 
 /// Errors while maintaining lists.
@@ -61,7 +61,11 @@ pub fn brute_force_top_k<'a>(
     let mut all: Vec<ListItem> = catalogue
         .into_iter()
         .filter(|p| filter.accepts(p.in_stock, &p.attributes))
-        .map(|p| ListItem { product_id: p.product_id.clone(), score: dot(ad_vector, &p.vector), image_url: p.image_url.clone() })
+        .map(|p| ListItem {
+            product_id: p.product_id.clone(),
+            score: dot(ad_vector, &p.vector),
+            image_url: p.image_url.clone(),
+        })
         .collect();
     all.sort_by(rank_order);
     all.truncate(k);
@@ -102,7 +106,18 @@ impl Recommender {
                 ads.insert(ad.ad_id.clone(), ad);
             }
         }
-        Ok(Self { products, ads_store, sink, ads, config, model_id, owned: None, seeds: BTreeMap::new(), buffers: BTreeMap::new(), store_queries: 0 })
+        Ok(Self {
+            products,
+            ads_store,
+            sink,
+            ads,
+            config,
+            model_id,
+            owned: None,
+            seeds: BTreeMap::new(),
+            buffers: BTreeMap::new(),
+            store_queries: 0,
+        })
     }
 
     /// Own no partitions until [`Recommender::assign`] (Kafka mode: ads are
@@ -188,7 +203,8 @@ impl Recommender {
     /// that differs from the last published one (a crash may have struck
     /// between a store write and its list). Returns how many were rebuilt.
     pub async fn rebuild(&mut self) -> Result<usize, RecommendError> {
-        let missing: Vec<AdRecord> = self.live_ads().filter(|a| !self.buffers.contains_key(&a.ad_id)).cloned().collect();
+        let missing: Vec<AdRecord> =
+            self.live_ads().filter(|a| !self.buffers.contains_key(&a.ad_id)).cloned().collect();
         for ad in &missing {
             let buffer = self.fill(ad).await?;
             self.buffers.insert(ad.ad_id.clone(), buffer);
@@ -215,7 +231,8 @@ impl Recommender {
             let Some(buffer) = self.buffers.get_mut(&ad_id) else { continue };
             let mut changed = buffer.remove(&product.product_id);
             if qualifies {
-                let item = ListItem { product_id: product.product_id.clone(), score, image_url: product.image_url.clone() };
+                let item =
+                    ListItem { product_id: product.product_id.clone(), score, image_url: product.image_url.clone() };
                 changed |= buffer.offer(item);
             }
             if changed {
@@ -264,9 +281,10 @@ impl Recommender {
 
     fn changed(&self, old: &[ListItem], new: &[ListItem]) -> bool {
         old.len() != new.len()
-            || old.iter().zip(new).any(|(a, b)| {
-                a.product_id != b.product_id || (a.score - b.score).abs() > self.config.score_epsilon
-            })
+            || old
+                .iter()
+                .zip(new)
+                .any(|(a, b)| a.product_id != b.product_id || (a.score - b.score).abs() > self.config.score_epsilon)
     }
 
     /// Store an ad's new state (new or changed creative/filter/k) and publish
@@ -336,7 +354,12 @@ mod tests {
 
     #[async_trait]
     impl ListSink for Recording {
-        async fn publish(&self, ad_id: &str, _partition: i32, list: Option<&RecommendationList>) -> Result<(), SinkError> {
+        async fn publish(
+            &self,
+            ad_id: &str,
+            _partition: i32,
+            list: Option<&RecommendationList>,
+        ) -> Result<(), SinkError> {
             self.0.lock().await.push((ad_id.to_string(), list.map(|l| l.version)));
             Ok(())
         }
@@ -378,9 +401,15 @@ mod tests {
     async fn setup() -> (Recommender, Arc<MemoryStore>, Arc<Recording>) {
         let products = Arc::new(MemoryStore::default());
         let sink = Arc::new(Recording::default());
-        let r = Recommender::load(products.clone(), Arc::new(MemoryStore::default()), sink.clone(), RecommendConfig::default(), "m".into())
-            .await
-            .expect("load");
+        let r = Recommender::load(
+            products.clone(),
+            Arc::new(MemoryStore::default()),
+            sink.clone(),
+            RecommendConfig::default(),
+            "m".into(),
+        )
+        .await
+        .expect("load");
         (r, products, sink)
     }
 
@@ -393,7 +422,8 @@ mod tests {
         // k = 1, buffer of 2: holds a, b; c is the bound.
         assert!(r.upsert_ad(ad("ad", 1, Some(true))).await.expect("ad"));
         assert_eq!(r.store_queries, 1);
-        let top = |r: &Recommender| r.ad("ad").expect("ad").items.iter().map(|i| i.product_id.clone()).collect::<Vec<_>>();
+        let top =
+            |r: &Recommender| r.ad("ad").expect("ad").items.iter().map(|i| i.product_id.clone()).collect::<Vec<_>>();
         assert_eq!(top(&r), ["a"]);
 
         // Below the bound, or out of stock under an in-stock filter: nothing happens.
@@ -499,7 +529,11 @@ mod tests {
                 }
                 for ad in r.live_ads() {
                     let expected = brute_force_top_k(catalogue.values(), &ad.vector, &ad.filter, ad.k);
-                    assert_eq!(ad.items, expected, "step {step}: ad {} list is not the brute-force top-{}", ad.ad_id, ad.k);
+                    assert_eq!(
+                        ad.items, expected,
+                        "step {step}: ad {} list is not the brute-force top-{}",
+                        ad.ad_id, ad.k
+                    );
                 }
             }
         }

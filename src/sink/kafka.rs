@@ -69,8 +69,7 @@ impl KafkaSink {
 impl ListSink for KafkaSink {
     async fn publish(&self, ad_id: &str, partition: i32, list: Option<&RecommendationList>) -> Result<(), SinkError> {
         let payload = list.map(serde_json::to_vec).transpose().map_err(|e| SinkError::Unavailable(e.to_string()))?;
-        let mut record =
-            FutureRecord::<[u8], [u8]>::to(&self.output_topic).key(ad_id.as_bytes()).partition(partition);
+        let mut record = FutureRecord::<[u8], [u8]>::to(&self.output_topic).key(ad_id.as_bytes()).partition(partition);
         if let Some(p) = payload.as_deref() {
             record = record.payload(p);
         }

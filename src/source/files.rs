@@ -16,6 +16,7 @@ use crate::events::Stream;
 
 /// Reads events from JSONL files or stdin.
 pub struct FileSource {
+    max_line: usize,
     pending: Vec<(PathBuf, Stream)>,
     current: Option<Reader>,
     offsets_path: PathBuf,
@@ -28,11 +29,14 @@ struct Reader {
     lines: Box<dyn AsyncBufRead + Send + Unpin>,
     next_offset: i64,
     persist: bool,
+    /// Longest line kept in memory (payload limit + 2 for the line end).
+    max_line: usize,
 }
 
 impl FileSource {
-    /// Open `input` (directory, file or `-`), resuming from offsets kept in `data_dir`.
-    pub fn open(input: &Path, data_dir: &Path) -> Result<Self, SourceError> {
+    /// Open `input` (directory, file or `-`), resuming from offsets kept in
+    /// `data_dir`; lines longer than `max_payload_bytes` are cut (and rejected downstream).
+    pub fn open(input: &Path, data_dir: &Path, max_payload_bytes: usize) -> Result<Self, SourceError> {
         let io = |reason: String| SourceError::Io { path: input.display().to_string(), reason };
         let pending = if input == Path::new("-") {
             vec![(input.to_path_buf(), Stream::Mixed)]
@@ -61,7 +65,7 @@ impl FileSource {
         };
         let mut pending = pending;
         pending.reverse();
-        Ok(Self { pending, current: None, offsets_path, offsets })
+        Ok(Self { max_line: max_payload_bytes.saturating_add(2), pending, current: None, offsets_path, offsets })
     }
 
     async fn open_next(&mut self) -> Result<bool, SourceError> {
@@ -73,6 +77,7 @@ impl FileSource {
                 lines: Box::new(BufReader::new(tokio::io::stdin())),
                 next_offset: 0,
                 persist: false,
+                max_line: self.max_line,
             });
             return Ok(true);
         }
@@ -80,7 +85,14 @@ impl FileSource {
         let file = tokio::fs::File::open(&path)
             .await
             .map_err(|e| SourceError::Io { path: topic.clone(), reason: e.to_string() })?;
-        let mut reader = Reader { topic, stream, lines: Box::new(BufReader::new(file)), next_offset: 0, persist: true };
+        let mut reader = Reader {
+            topic,
+            stream,
+            lines: Box::new(BufReader::new(file)),
+            next_offset: 0,
+            persist: true,
+            max_line: self.max_line,
+        };
         let resume = self.offsets.get(&reader.topic).copied().unwrap_or(0);
         while reader.next_offset < resume && read_line(&mut reader).await?.is_some() {}
         if resume > 0 {
@@ -91,14 +103,31 @@ impl FileSource {
     }
 }
 
+/// Read one line, keeping at most `reader.max_line` bytes of it: a longer
+/// line is still consumed to its end, but only its head is kept (enough for
+/// the size check to reject it), so a huge line cannot exhaust memory.
 async fn read_line(reader: &mut Reader) -> Result<Option<Vec<u8>>, SourceError> {
+    let io = |e: std::io::Error, topic: &str| SourceError::Io { path: topic.to_string(), reason: e.to_string() };
     let mut buf = Vec::new();
-    let n = reader
-        .lines
-        .read_until(b'\n', &mut buf)
-        .await
-        .map_err(|e| SourceError::Io { path: reader.topic.clone(), reason: e.to_string() })?;
-    if n == 0 {
+    let mut seen_any = false;
+    loop {
+        let chunk = reader.lines.fill_buf().await.map_err(|e| io(e, &reader.topic))?;
+        if chunk.is_empty() {
+            break;
+        }
+        seen_any = true;
+        let (take, done) = match chunk.iter().position(|b| *b == b'\n') {
+            Some(i) => (i + 1, true),
+            None => (chunk.len(), false),
+        };
+        let room = reader.max_line.saturating_sub(buf.len());
+        buf.extend_from_slice(&chunk[..take.min(room)]);
+        reader.lines.consume(take);
+        if done {
+            break;
+        }
+    }
+    if !seen_any {
         return Ok(None);
     }
     reader.next_offset += 1;
@@ -169,10 +198,14 @@ mod tests {
         std::fs::write(input.join("ads.jsonl"), "a0\n").expect("write");
         let data = dir.path().join("data");
 
-        let mut src = FileSource::open(&input, &data).expect("open");
+        let mut src = FileSource::open(&input, &data, 100).expect("open");
         let mut seen = Vec::new();
         while let Some(r) = src.next().await.expect("next") {
-            seen.push((r.stream, r.offset, String::from_utf8(r.payload.clone().unwrap_or_default()).unwrap_or_default()));
+            seen.push((
+                r.stream,
+                r.offset,
+                String::from_utf8(r.payload.clone().unwrap_or_default()).unwrap_or_default(),
+            ));
             if seen.len() <= 2 {
                 src.ack(&r).await.expect("ack");
             }
@@ -183,15 +216,28 @@ mod tests {
         );
 
         // p0 and p2 were acked, a0 was not: a second run sees only a0.
-        let mut again = FileSource::open(&input, &data).expect("reopen");
+        let mut again = FileSource::open(&input, &data, 100).expect("reopen");
         let r = again.next().await.expect("next").expect("a0 again");
         assert_eq!(r.payload.as_deref(), Some(&b"a0"[..]));
         assert!(again.next().await.expect("next").is_none());
     }
 
+    #[tokio::test]
+    async fn huge_lines_are_cut_not_buffered_whole() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("events.jsonl");
+        std::fs::write(&file, format!("{}\nnext\n", "x".repeat(1_000_000))).expect("write");
+        let mut src = FileSource::open(&file, dir.path(), 100).expect("open");
+        let huge = src.next().await.expect("next").expect("line");
+        assert_eq!(huge.payload.map(|p| p.len()), Some(102), "kept only the head");
+        let next = src.next().await.expect("next").expect("line");
+        assert_eq!(next.payload.as_deref(), Some(&b"next"[..]));
+        assert_eq!(next.offset, 1);
+    }
+
     #[test]
     fn missing_input_names_the_setting() {
-        let err = FileSource::open(Path::new("/no/such/dir"), Path::new("/tmp")).err().expect("error");
+        let err = FileSource::open(Path::new("/no/such/dir"), Path::new("/tmp"), 100).err().expect("error");
         assert!(err.to_string().contains("source.input"), "{err}");
     }
 }

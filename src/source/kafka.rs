@@ -223,7 +223,11 @@ impl EventSource for KafkaSource {
                     tokio::time::sleep(Duration::from_millis(500)).await;
                 }
                 // Idle = owning partitions and no message, both for the whole limit.
-                Err(_) if self.idle_exit.is_some_and(|limit| self.owned_for().is_some_and(|o| o.min(idle_since.elapsed()) >= limit)) => {
+                Err(_)
+                    if self.idle_exit.is_some_and(|limit| {
+                        self.owned_for().is_some_and(|o| o.min(idle_since.elapsed()) >= limit)
+                    }) =>
+                {
                     tracing::info!("no events for kafka.exit_when_idle_ms; stopping");
                     return Ok(None);
                 }

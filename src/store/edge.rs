@@ -29,11 +29,10 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use async_trait::async_trait;
 use qdrant_edge::{
-    Condition as EngineCondition, CountRequest, DEFAULT_VECTOR_NAME, Distance, EdgeConfig,
-    EdgeShard, EdgeVectorParams, FieldCondition, Filter as EngineFilter, JsonPath, Match,
-    NamedQuery, OperationError, Payload, PointId, PointInsertOperations, PointOperations,
-    PointStructPersisted, QueryEnum, QueryRequest, ScoringQuery, ScrollRequest, UpdateOperation,
-    VectorInternal, VectorStructInternal, VectorStructPersisted, WithPayloadInterface, WithVector,
+    Condition as EngineCondition, CountRequest, DEFAULT_VECTOR_NAME, Distance, EdgeConfig, EdgeShard, EdgeVectorParams,
+    FieldCondition, Filter as EngineFilter, JsonPath, Match, NamedQuery, OperationError, Payload, PointId,
+    PointInsertOperations, PointOperations, PointStructPersisted, QueryEnum, QueryRequest, ScoringQuery, ScrollRequest,
+    UpdateOperation, VectorInternal, VectorStructInternal, VectorStructPersisted, WithPayloadInterface, WithVector,
 };
 use serde_json::Value;
 
@@ -71,10 +70,7 @@ struct Inner {
 
 impl std::fmt::Debug for EdgeStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("EdgeStore")
-            .field("path", &self.inner.shard.path())
-            .field("dim", &self.inner.dim)
-            .finish()
+        f.debug_struct("EdgeStore").field("path", &self.inner.shard.path()).field("dim", &self.inner.dim).finish()
     }
 }
 
@@ -83,15 +79,11 @@ impl EdgeStore {
     ///
     /// Blocking; call it before serving or from `spawn_blocking`.
     pub fn open(path: &Path, dim: usize) -> Result<Self, StoreError> {
-        let open_err = |reason: String| StoreError::Open {
-            path: path.display().to_string(),
-            reason,
-        };
+        let open_err = |reason: String| StoreError::Open { path: path.display().to_string(), reason };
         if dim == 0 {
             return Err(open_err("vector dimension must be positive".into()));
         }
-        std::fs::create_dir_all(path)
-            .map_err(|e| open_err(format!("cannot create directory: {e}")))?;
+        std::fs::create_dir_all(path).map_err(|e| open_err(format!("cannot create directory: {e}")))?;
         let dir_lock = lock_dir(path).map_err(open_err)?;
 
         let shard = if shard_exists(path) {
@@ -102,14 +94,7 @@ impl EdgeStore {
             EdgeShard::new(path, new_config(dim)).map_err(|e| open_err(e.to_string()))?
         };
 
-        Ok(Self {
-            inner: Arc::new(Inner {
-                shard,
-                write_lock: Mutex::new(()),
-                dim,
-                _dir_lock: dir_lock,
-            }),
-        })
+        Ok(Self { inner: Arc::new(Inner { shard, write_lock: Mutex::new(()), dim, _dir_lock: dir_lock }) })
     }
 
     /// Dimension of the stored vectors.
@@ -144,19 +129,13 @@ impl EdgeStore {
 impl Inner {
     fn lock_writes(&self) -> MutexGuard<'_, ()> {
         // A panic while holding the guard leaves nothing half-done on our side.
-        self.write_lock
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.write_lock.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Persist everything applied so far. Caller must hold the write lock.
     fn flush(&self) -> Result<(), StoreError> {
-        catch_unwind(AssertUnwindSafe(|| self.shard.flush())).map_err(|panic| {
-            StoreError::Unavailable(format!(
-                "flushing edge store failed: {}",
-                panic_text(&panic)
-            ))
-        })
+        catch_unwind(AssertUnwindSafe(|| self.shard.flush()))
+            .map_err(|panic| StoreError::Unavailable(format!("flushing edge store failed: {}", panic_text(&panic))))
     }
 
     fn check_dim(&self, vector: &[f32], what: &str) -> Result<(), StoreError> {
@@ -168,9 +147,7 @@ impl Inner {
             )));
         }
         if vector.iter().any(|x| !x.is_finite()) {
-            return Err(StoreError::Rejected(format!(
-                "{what} contains a non-finite value"
-            )));
+            return Err(StoreError::Rejected(format!("{what} contains a non-finite value")));
         }
         Ok(())
     }
@@ -187,8 +164,7 @@ impl VectorStore for EdgeStore {
             for p in &points {
                 inner.check_dim(&p.vector, &format!("vector of {:?}", p.id))?;
             }
-            let mut engine_points: Vec<PointStructPersisted> =
-                points.into_iter().map(to_engine_point).collect();
+            let mut engine_points: Vec<PointStructPersisted> = points.into_iter().map(to_engine_point).collect();
             let _guard = inner.lock_writes();
             while !engine_points.is_empty() {
                 let rest = engine_points.split_off(engine_points.len().min(UPSERT_CHUNK));
@@ -212,20 +188,14 @@ impl VectorStore for EdgeStore {
             let _guard = inner.lock_writes();
             inner
                 .shard
-                .update(UpdateOperation::PointOperation(
-                    PointOperations::DeletePoints { ids },
-                ))
+                .update(UpdateOperation::PointOperation(PointOperations::DeletePoints { ids }))
                 .map_err(map_engine_err)?;
             inner.flush()
         })
         .await
     }
 
-    async fn retrieve(
-        &self,
-        ids: Vec<String>,
-        with_vectors: bool,
-    ) -> Result<Vec<Point>, StoreError> {
+    async fn retrieve(&self, ids: Vec<String>, with_vectors: bool) -> Result<Vec<Point>, StoreError> {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
@@ -233,26 +203,14 @@ impl VectorStore for EdgeStore {
             let ids: Vec<PointId> = ids.iter().map(|id| engine_id(id)).collect();
             let records = inner
                 .shard
-                .retrieve(
-                    &ids,
-                    Some(WithPayloadInterface::Bool(true)),
-                    Some(WithVector::Bool(with_vectors)),
-                )
+                .retrieve(&ids, Some(WithPayloadInterface::Bool(true)), Some(WithVector::Bool(with_vectors)))
                 .map_err(map_engine_err)?;
-            Ok(records
-                .into_iter()
-                .map(|r| to_point(r.id, r.payload, r.vector))
-                .collect())
+            Ok(records.into_iter().map(|r| to_point(r.id, r.payload, r.vector)).collect())
         })
         .await
     }
 
-    async fn search(
-        &self,
-        vector: Vec<f32>,
-        filter: Filter,
-        limit: usize,
-    ) -> Result<Vec<ScoredPoint>, StoreError> {
+    async fn search(&self, vector: Vec<f32>, filter: Filter, limit: usize) -> Result<Vec<ScoredPoint>, StoreError> {
         if limit == 0 {
             return Ok(Vec::new());
         }
@@ -264,9 +222,7 @@ impl VectorStore for EdgeStore {
             };
             let request = QueryRequest {
                 prefetches: Vec::new(),
-                query: Some(ScoringQuery::Vector(QueryEnum::Nearest(
-                    NamedQuery::default_dense(vector),
-                ))),
+                query: Some(ScoringQuery::Vector(QueryEnum::Nearest(NamedQuery::default_dense(vector)))),
                 filter,
                 score_threshold: None,
                 limit,
@@ -280,11 +236,7 @@ impl VectorStore for EdgeStore {
                 .into_iter()
                 .map(|hit| {
                     let point = to_point(hit.id, hit.payload, None);
-                    ScoredPoint {
-                        id: point.id,
-                        score: hit.score,
-                        payload: point.payload,
-                    }
+                    ScoredPoint { id: point.id, score: hit.score, payload: point.payload }
                 })
                 .collect())
         })
@@ -305,11 +257,7 @@ impl VectorStore for EdgeStore {
                     order_by: None,
                 };
                 let (records, next) = inner.shard.scroll(request).map_err(map_engine_err)?;
-                out.extend(
-                    records
-                        .into_iter()
-                        .map(|r| to_point(r.id, r.payload, r.vector)),
-                );
+                out.extend(records.into_iter().map(|r| to_point(r.id, r.payload, r.vector)));
                 match next {
                     Some(next) => offset = Some(next),
                     None => break,
@@ -321,16 +269,8 @@ impl VectorStore for EdgeStore {
     }
 
     async fn count(&self) -> Result<usize, StoreError> {
-        self.blocking(|inner| {
-            inner
-                .shard
-                .count(CountRequest {
-                    filter: None,
-                    exact: true,
-                })
-                .map_err(map_engine_err)
-        })
-        .await
+        self.blocking(|inner| inner.shard.count(CountRequest { filter: None, exact: true }).map_err(map_engine_err))
+            .await
     }
 }
 
@@ -355,8 +295,7 @@ fn lock_dir(path: &Path) -> Result<File, String> {
 /// Whether `path` already holds a shard (config file or any segment directory).
 fn shard_exists(path: &Path) -> bool {
     path.join(CONFIG_FILE).exists()
-        || std::fs::read_dir(path.join(SEGMENTS_DIR))
-            .is_ok_and(|mut entries| entries.next().is_some())
+        || std::fs::read_dir(path.join(SEGMENTS_DIR)).is_ok_and(|mut entries| entries.next().is_some())
 }
 
 /// Config of a fresh shard: one unnamed dense vector, cosine distance.
@@ -380,11 +319,9 @@ fn new_config(dim: usize) -> EdgeConfig {
 /// Check that a loaded shard matches the expected layout.
 fn check_shard_config(config: &EdgeConfig, dim: usize) -> Result<(), String> {
     let Some(params) = config.vectors.get(DEFAULT_VECTOR_NAME) else {
-        return Err(
-            "existing store has no default dense vector; it was not created by adrec, \
+        return Err("existing store has no default dense vector; it was not created by adrec, \
              use another data directory"
-                .into(),
-        );
+            .into());
     };
     if params.size != dim {
         return Err(format!(
@@ -424,11 +361,7 @@ fn to_point(id: PointId, payload: Option<Payload>, vector: Option<VectorStructIn
         // Not written by us; the engine id is the best identifier left.
         _ => id.to_string(),
     };
-    Point {
-        id,
-        vector: dense_vector(vector),
-        payload,
-    }
+    Point { id, vector: dense_vector(vector), payload }
 }
 
 fn dense_vector(vector: Option<VectorStructInternal>) -> Vec<f32> {
@@ -471,10 +404,7 @@ fn to_engine_filter(filter: &Filter) -> Result<Converted, StoreError> {
                     (false, true) => field(key, Match::from(keywords))?,
                     (true, false) => field(key, Match::from(integers))?,
                     (false, false) => EngineCondition::Filter(EngineFilter {
-                        should: Some(vec![
-                            field(key, Match::from(keywords))?,
-                            field(key, Match::from(integers))?,
-                        ]),
+                        should: Some(vec![field(key, Match::from(keywords))?, field(key, Match::from(integers))?]),
                         min_should: None,
                         must: None,
                         must_not: None,
@@ -487,21 +417,12 @@ fn to_engine_filter(filter: &Filter) -> Result<Converted, StoreError> {
     if must.is_empty() {
         return Ok(Converted::Filter(None));
     }
-    Ok(Converted::Filter(Some(EngineFilter {
-        should: None,
-        min_should: None,
-        must: Some(must),
-        must_not: None,
-    })))
+    Ok(Converted::Filter(Some(EngineFilter { should: None, min_should: None, must: Some(must), must_not: None })))
 }
 
 fn field(key: &str, r#match: Match) -> Result<EngineCondition, StoreError> {
-    let path: JsonPath = key
-        .parse()
-        .map_err(|()| StoreError::Rejected(format!("invalid payload key {key:?}")))?;
-    Ok(EngineCondition::Field(FieldCondition::new_match(
-        path, r#match,
-    )))
+    let path: JsonPath = key.parse().map_err(|()| StoreError::Rejected(format!("invalid payload key {key:?}")))?;
+    Ok(EngineCondition::Field(FieldCondition::new_match(path, r#match)))
 }
 
 /// Bad input → `Rejected`; storage/service trouble → `Unavailable`.
@@ -521,11 +442,7 @@ fn map_engine_err(err: OperationError) -> StoreError {
             | OperationError::VariableTypeError { .. }
             | OperationError::NonFiniteNumber { .. }
     );
-    if rejected {
-        StoreError::Rejected(err.to_string())
-    } else {
-        StoreError::Unavailable(err.to_string())
-    }
+    if rejected { StoreError::Rejected(err.to_string()) } else { StoreError::Unavailable(err.to_string()) }
 }
 
 fn panic_text(panic: &Box<dyn std::any::Any + Send>) -> String {
@@ -553,11 +470,7 @@ mod tests {
     }
 
     fn point(id: &str, vector: [f32; DIM], payload: Value) -> Point {
-        Point {
-            id: id.to_string(),
-            vector: vector.to_vec(),
-            payload: obj(payload),
-        }
+        Point { id: id.to_string(), vector: vector.to_vec(), payload: obj(payload) }
     }
 
     fn normalized(v: &[f32]) -> Vec<f32> {
@@ -578,26 +491,10 @@ mod tests {
 
     fn catalog() -> Vec<Point> {
         vec![
-            point(
-                "p1",
-                [1.0, 0.0, 0.0],
-                json!({"in_stock": true, "attributes": {"category": "shoes", "size": 42}}),
-            ),
-            point(
-                "p2",
-                [0.9, 0.1, 0.0],
-                json!({"in_stock": false, "attributes": {"category": "shoes", "size": 40}}),
-            ),
-            point(
-                "p3",
-                [0.7, 0.7, 0.0],
-                json!({"in_stock": true, "attributes": {"category": "hats", "size": 1}}),
-            ),
-            point(
-                "p4",
-                [0.0, 1.0, 0.0],
-                json!({"in_stock": true, "attributes": {"category": "bags", "size": 7}}),
-            ),
+            point("p1", [1.0, 0.0, 0.0], json!({"in_stock": true, "attributes": {"category": "shoes", "size": 42}})),
+            point("p2", [0.9, 0.1, 0.0], json!({"in_stock": false, "attributes": {"category": "shoes", "size": 40}})),
+            point("p3", [0.7, 0.7, 0.0], json!({"in_stock": true, "attributes": {"category": "hats", "size": 1}})),
+            point("p4", [0.0, 1.0, 0.0], json!({"in_stock": true, "attributes": {"category": "bags", "size": 7}})),
             point("p5", [-0.1, 0.0, 1.0], json!({"in_stock": true})),
         ]
     }
@@ -606,17 +503,10 @@ mod tests {
     async fn upsert_retrieve_roundtrip_with_payload() {
         let dir = tempfile::tempdir().unwrap();
         let store = EdgeStore::open(dir.path(), DIM).unwrap();
-        let p = point(
-            "sku-1",
-            [3.0, 4.0, 0.0],
-            json!({"title": "Boot", "attributes": {"category": "shoes"}}),
-        );
+        let p = point("sku-1", [3.0, 4.0, 0.0], json!({"title": "Boot", "attributes": {"category": "shoes"}}));
         store.upsert(vec![p.clone()]).await.unwrap();
 
-        let got = store
-            .retrieve(vec!["sku-1".into(), "missing".into()], true)
-            .await
-            .unwrap();
+        let got = store.retrieve(vec!["sku-1".into(), "missing".into()], true).await.unwrap();
         assert_eq!(got.len(), 1);
         assert_eq!(got[0].id, "sku-1");
         let mut expected = p.payload.clone();
@@ -634,18 +524,8 @@ mod tests {
     async fn overwrite_same_id_does_not_duplicate() {
         let dir = tempfile::tempdir().unwrap();
         let store = EdgeStore::open(dir.path(), DIM).unwrap();
-        store
-            .upsert(vec![point(
-                "a",
-                [1.0, 0.0, 0.0],
-                json!({"v": 1, "old": true}),
-            )])
-            .await
-            .unwrap();
-        store
-            .upsert(vec![point("a", [0.0, 1.0, 0.0], json!({"v": 2}))])
-            .await
-            .unwrap();
+        store.upsert(vec![point("a", [1.0, 0.0, 0.0], json!({"v": 1, "old": true}))]).await.unwrap();
+        store.upsert(vec![point("a", [0.0, 1.0, 0.0], json!({"v": 2}))]).await.unwrap();
         assert_eq!(store.count().await.unwrap(), 1);
         let got = store.retrieve(vec!["a".into()], true).await.unwrap();
         assert_eq!(got[0].payload, obj(json!({"v": 2, "id": "a"})));
@@ -658,22 +538,10 @@ mod tests {
         let store = EdgeStore::open(dir.path(), DIM).unwrap();
         store.upsert(catalog()).await.unwrap();
         assert_eq!(store.count().await.unwrap(), 5);
-        store
-            .delete(vec!["p1".into(), "nope".into()])
-            .await
-            .unwrap();
+        store.delete(vec!["p1".into(), "nope".into()]).await.unwrap();
         assert_eq!(store.count().await.unwrap(), 4);
-        assert!(
-            store
-                .retrieve(vec!["p1".into()], false)
-                .await
-                .unwrap()
-                .is_empty()
-        );
-        let hits = store
-            .search(vec![1.0, 0.0, 0.0], Filter::default(), 10)
-            .await
-            .unwrap();
+        assert!(store.retrieve(vec!["p1".into()], false).await.unwrap().is_empty());
+        let hits = store.search(vec![1.0, 0.0, 0.0], Filter::default(), 10).await.unwrap();
         assert!(!ids(&hits).contains(&"p1"));
     }
 
@@ -683,18 +551,11 @@ mod tests {
         let store = EdgeStore::open(dir.path(), DIM).unwrap();
         store.upsert(catalog()).await.unwrap();
         // Magnitude must not matter for cosine.
-        let hits = store
-            .search(vec![10.0, 0.0, 0.0], Filter::default(), 4)
-            .await
-            .unwrap();
+        let hits = store.search(vec![10.0, 0.0, 0.0], Filter::default(), 4).await.unwrap();
         assert_eq!(ids(&hits), ["p1", "p2", "p3", "p4"]);
         assert!((hits[0].score - 1.0).abs() < 1e-5);
         let expected_p3 = 0.7 / (0.98f32).sqrt();
-        assert!(
-            (hits[2].score - expected_p3).abs() < 1e-5,
-            "{}",
-            hits[2].score
-        );
+        assert!((hits[2].score - expected_p3).abs() < 1e-5, "{}", hits[2].score);
         assert!(hits.windows(2).all(|w| w[0].score >= w[1].score));
         assert_eq!(hits[0].payload["attributes"]["category"], json!("shoes"));
     }
@@ -706,114 +567,45 @@ mod tests {
         store.upsert(catalog()).await.unwrap();
         let q = vec![1.0, 0.0, 0.0];
 
-        let in_stock = Condition::BoolEq {
-            key: "in_stock".into(),
-            value: true,
-        };
-        let hits = store
-            .search(
-                q.clone(),
-                Filter {
-                    must: vec![in_stock.clone()],
-                },
-                10,
-            )
-            .await
-            .unwrap();
+        let in_stock = Condition::BoolEq { key: "in_stock".into(), value: true };
+        let hits = store.search(q.clone(), Filter { must: vec![in_stock.clone()] }, 10).await.unwrap();
         assert_eq!(ids(&hits), ["p1", "p3", "p4", "p5"]);
 
         let shoes_or_hats = Condition::AnyOf {
             key: "attributes.category".into(),
-            values: vec![
-                MatchValue::Keyword("shoes".into()),
-                MatchValue::Keyword("hats".into()),
-            ],
+            values: vec![MatchValue::Keyword("shoes".into()), MatchValue::Keyword("hats".into())],
         };
-        let hits = store
-            .search(
-                q.clone(),
-                Filter {
-                    must: vec![shoes_or_hats.clone()],
-                },
-                10,
-            )
-            .await
-            .unwrap();
+        let hits = store.search(q.clone(), Filter { must: vec![shoes_or_hats.clone()] }, 10).await.unwrap();
         assert_eq!(ids(&hits), ["p1", "p2", "p3"]);
 
-        let hits = store
-            .search(
-                q.clone(),
-                Filter {
-                    must: vec![in_stock.clone(), shoes_or_hats],
-                },
-                10,
-            )
-            .await
-            .unwrap();
+        let hits = store.search(q.clone(), Filter { must: vec![in_stock.clone(), shoes_or_hats] }, 10).await.unwrap();
         assert_eq!(ids(&hits), ["p1", "p3"]);
 
         let sizes = Condition::AnyOf {
             key: "attributes.size".into(),
             values: vec![MatchValue::Integer(40), MatchValue::Integer(7)],
         };
-        let hits = store
-            .search(q.clone(), Filter { must: vec![sizes] }, 10)
-            .await
-            .unwrap();
+        let hits = store.search(q.clone(), Filter { must: vec![sizes] }, 10).await.unwrap();
         assert_eq!(ids(&hits), ["p2", "p4"]);
 
         let mixed = Condition::AnyOf {
             key: "attributes.size".into(),
             values: vec![MatchValue::Integer(42), MatchValue::Keyword("hats".into())],
         };
-        let hits = store
-            .search(q.clone(), Filter { must: vec![mixed] }, 10)
-            .await
-            .unwrap();
+        let hits = store.search(q.clone(), Filter { must: vec![mixed] }, 10).await.unwrap();
         assert_eq!(ids(&hits), ["p1"]);
         let mixed_cat = Condition::AnyOf {
             key: "attributes.category".into(),
             values: vec![MatchValue::Integer(42), MatchValue::Keyword("bags".into())],
         };
-        let hits = store
-            .search(
-                q.clone(),
-                Filter {
-                    must: vec![mixed_cat],
-                },
-                10,
-            )
-            .await
-            .unwrap();
+        let hits = store.search(q.clone(), Filter { must: vec![mixed_cat] }, 10).await.unwrap();
         assert_eq!(ids(&hits), ["p4"]);
 
-        let empty = Condition::AnyOf {
-            key: "attributes.category".into(),
-            values: vec![],
-        };
-        assert!(
-            store
-                .search(q.clone(), Filter { must: vec![empty] }, 10)
-                .await
-                .unwrap()
-                .is_empty()
-        );
+        let empty = Condition::AnyOf { key: "attributes.category".into(), values: vec![] };
+        assert!(store.search(q.clone(), Filter { must: vec![empty] }, 10).await.unwrap().is_empty());
 
-        let bad_key = Condition::BoolEq {
-            key: "a..b".into(),
-            value: true,
-        };
-        let err = store
-            .search(
-                q,
-                Filter {
-                    must: vec![bad_key],
-                },
-                10,
-            )
-            .await
-            .unwrap_err();
+        let bad_key = Condition::BoolEq { key: "a..b".into(), value: true };
+        let err = store.search(q, Filter { must: vec![bad_key] }, 10).await.unwrap_err();
         assert!(matches!(err, StoreError::Rejected(_)), "{err}");
     }
 
@@ -822,9 +614,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = EdgeStore::open(dir.path(), DIM).unwrap();
         let n = SCROLL_PAGE * 2 + 17;
-        let points: Vec<Point> = (0..n)
-            .map(|i| point(&format!("e{i}"), [1.0, i as f32, 0.5], json!({"n": i})))
-            .collect();
+        let points: Vec<Point> =
+            (0..n).map(|i| point(&format!("e{i}"), [1.0, i as f32, 0.5], json!({"n": i}))).collect();
         store.upsert(points).await.unwrap();
         assert_eq!(store.count().await.unwrap(), n);
         let all = store.scroll_all(true).await.unwrap();
@@ -833,39 +624,19 @@ mod tests {
         seen.sort_unstable();
         seen.dedup();
         assert_eq!(seen.len(), n);
-        assert!(
-            all.iter()
-                .all(|p| p.vector.len() == DIM && p.payload["id"] == json!(p.id))
-        );
-        assert!(
-            store
-                .scroll_all(false)
-                .await
-                .unwrap()
-                .iter()
-                .all(|p| p.vector.is_empty())
-        );
+        assert!(all.iter().all(|p| p.vector.len() == DIM && p.payload["id"] == json!(p.id)));
+        assert!(store.scroll_all(false).await.unwrap().iter().all(|p| p.vector.is_empty()));
     }
 
     #[tokio::test]
     async fn wrong_dimension_is_rejected_and_writes_nothing() {
         let dir = tempfile::tempdir().unwrap();
         let store = EdgeStore::open(dir.path(), DIM).unwrap();
-        let bad = Point {
-            id: "bad".into(),
-            vector: vec![1.0; DIM + 1],
-            payload: Map::new(),
-        };
-        let err = store
-            .upsert(vec![point("ok", [1.0, 0.0, 0.0], json!({})), bad])
-            .await
-            .unwrap_err();
+        let bad = Point { id: "bad".into(), vector: vec![1.0; DIM + 1], payload: Map::new() };
+        let err = store.upsert(vec![point("ok", [1.0, 0.0, 0.0], json!({})), bad]).await.unwrap_err();
         assert!(matches!(err, StoreError::Rejected(_)), "{err}");
         assert_eq!(store.count().await.unwrap(), 0);
-        let err = store
-            .search(vec![1.0], Filter::default(), 3)
-            .await
-            .unwrap_err();
+        let err = store.search(vec![1.0], Filter::default(), 3).await.unwrap_err();
         assert!(matches!(err, StoreError::Rejected(_)), "{err}");
     }
 
@@ -884,12 +655,7 @@ mod tests {
         let hits = store
             .search(
                 vec![0.0, 1.0, 0.0],
-                Filter {
-                    must: vec![Condition::BoolEq {
-                        key: "in_stock".into(),
-                        value: true,
-                    }],
-                },
+                Filter { must: vec![Condition::BoolEq { key: "in_stock".into(), value: true }] },
                 2,
             )
             .await
@@ -929,31 +695,16 @@ mod tests {
     async fn optimize_keeps_live_points() {
         let dir = tempfile::tempdir().unwrap();
         let store = EdgeStore::open(dir.path(), DIM).unwrap();
-        let points: Vec<Point> = (0..200)
-            .map(|i| {
-                point(
-                    &format!("e{i}"),
-                    [1.0, i as f32, 0.0],
-                    json!({"even": i % 2 == 0}),
-                )
-            })
-            .collect();
+        let points: Vec<Point> =
+            (0..200).map(|i| point(&format!("e{i}"), [1.0, i as f32, 0.0], json!({"even": i % 2 == 0}))).collect();
         store.upsert(points).await.unwrap();
-        store
-            .delete((0..100).map(|i| format!("e{i}")).collect())
-            .await
-            .unwrap();
+        store.delete((0..100).map(|i| format!("e{i}")).collect()).await.unwrap();
         store.optimize().await.unwrap();
         assert_eq!(store.count().await.unwrap(), 100);
         let hits = store
             .search(
                 vec![1.0, 150.0, 0.0],
-                Filter {
-                    must: vec![Condition::BoolEq {
-                        key: "even".into(),
-                        value: true,
-                    }],
-                },
+                Filter { must: vec![Condition::BoolEq { key: "even".into(), value: true }] },
                 1,
             )
             .await
@@ -976,14 +727,8 @@ mod tests {
             tasks.push(tokio::spawn(async move {
                 for i in 0..10 {
                     let id = format!("t{t}-{i}");
-                    store
-                        .upsert(vec![point(&id, [1.0, t as f32, i as f32], json!({}))])
-                        .await
-                        .unwrap();
-                    store
-                        .search(vec![1.0, 1.0, 1.0], Filter::default(), 5)
-                        .await
-                        .unwrap();
+                    store.upsert(vec![point(&id, [1.0, t as f32, i as f32], json!({}))]).await.unwrap();
+                    store.search(vec![1.0, 1.0, 1.0], Filter::default(), 5).await.unwrap();
                 }
             }));
         }
@@ -1009,27 +754,18 @@ mod tests {
         }
         let dir = tempfile::tempdir().unwrap();
         let test_name = format!("{}::upsert_survives_process_abort", module_path!());
-        let test_name = test_name
-            .split_once("::")
-            .map_or(test_name.as_str(), |(_, rest)| rest);
+        let test_name = test_name.split_once("::").map_or(test_name.as_str(), |(_, rest)| rest);
         let status = std::process::Command::new(std::env::current_exe().unwrap())
             .args([test_name, "--exact", "--nocapture", "--test-threads=1"])
             .env(CRASH_CHILD_ENV, dir.path())
             .status()
             .unwrap();
         use std::os::unix::process::ExitStatusExt as _;
-        assert_eq!(
-            status.signal(),
-            Some(6),
-            "child should have aborted (SIGABRT): {status}"
-        );
+        assert_eq!(status.signal(), Some(6), "child should have aborted (SIGABRT): {status}");
 
         let store = EdgeStore::open(dir.path(), DIM).unwrap();
         assert_eq!(store.count().await.unwrap(), 4);
-        let got = store
-            .retrieve(vec!["p1".into(), "p2".into()], true)
-            .await
-            .unwrap();
+        let got = store.retrieve(vec!["p1".into(), "p2".into()], true).await.unwrap();
         assert_eq!(ids_of(&got), ["p1"]);
         assert_close(&got[0].vector, &[1.0, 0.0, 0.0]);
     }

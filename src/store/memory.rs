@@ -82,7 +82,10 @@ impl VectorStore for MemoryStore {
         }
         scored.truncate(limit);
         scored.sort_by(order);
-        Ok(scored.into_iter().map(|(score, p)| ScoredPoint { id: p.id.clone(), score, payload: p.payload.clone() }).collect())
+        Ok(scored
+            .into_iter()
+            .map(|(score, p)| ScoredPoint { id: p.id.clone(), score, payload: p.payload.clone() })
+            .collect())
     }
 
     async fn scroll_all(&self, with_vectors: bool) -> Result<Vec<Point>, StoreError> {

@@ -29,7 +29,8 @@ const READY_TIMEOUT: Duration = Duration::from_secs(20);
 /// Runs tansu (`$0 "$@"`) and SIGKILLs it once its stdin pipe closes, i.e.
 /// when `stop` drops the pipe or this test process dies in any way (even
 /// SIGKILL), so no broker outlives its test. Exits when tansu exits.
-const WATCHDOG: &str = r#""$0" "$@" </dev/null & pid=$!; exec 3<&0; { read -r _ <&3; kill -9 $pid 2>/dev/null; } & wait $pid"#;
+const WATCHDOG: &str =
+    r#""$0" "$@" </dev/null & pid=$!; exec 3<&0; { read -r _ <&3; kill -9 $pid 2>/dev/null; } & wait $pid"#;
 
 /// A running in-memory tansu broker, killed on `stop` and on drop.
 pub struct Broker {
@@ -49,18 +50,9 @@ fn binary() -> &'static PathBuf {
             .stderr(Stdio::inherit())
             .output()
             .unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()));
-        assert!(
-            out.status.success(),
-            "`{} path` failed ({})",
-            script.display(),
-            out.status
-        );
+        assert!(out.status.success(), "`{} path` failed ({})", script.display(), out.status);
         let path = String::from_utf8_lossy(&out.stdout).trim().to_string();
-        assert!(
-            !path.is_empty(),
-            "`{} path` printed nothing",
-            script.display()
-        );
+        assert!(!path.is_empty(), "`{} path` printed nothing", script.display());
         PathBuf::from(path)
     })
 }
@@ -88,16 +80,10 @@ impl Broker {
     /// Start a fresh in-memory tansu on a free 127.0.0.1 port and wait until
     /// it answers a Kafka metadata request.
     pub fn start() -> Broker {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("find a free 127.0.0.1 port")
-            .port();
+        let port =
+            TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("find a free 127.0.0.1 port").port();
         let log = std::env::temp_dir().join(format!("adrec-tansu-{port}.log"));
-        let mut broker = Broker {
-            child: None,
-            port,
-            log,
-        };
+        let mut broker = Broker { child: None, port, log };
         broker.spawn();
         broker
     }
@@ -173,31 +159,18 @@ impl Broker {
             .split_whitespace()
             .find(|pid| std::fs::read_link(format!("/proc/{pid}/exe")).is_ok_and(|e| e == exe))
             .expect("tansu process under its watchdog");
-        let status = Command::new("kill")
-            .arg(format!("-{sig}"))
-            .arg(pid)
-            .status();
-        assert!(
-            status.is_ok_and(|s| s.success()),
-            "kill -{sig} {pid} failed"
-        );
+        let status = Command::new("kill").arg(format!("-{sig}")).arg(pid).status();
+        assert!(status.is_ok_and(|s| s.success()), "kill -{sig} {pid} failed");
     }
 
     /// Spawn tansu on `self.port` and wait until it serves metadata.
     fn spawn(&mut self) {
         let url = format!("tcp://{}", self.bootstrap());
-        let log = File::create(&self.log)
-            .unwrap_or_else(|e| panic!("create {}: {e}", self.log.display()));
+        let log = File::create(&self.log).unwrap_or_else(|e| panic!("create {}: {e}", self.log.display()));
         let child = Command::new("sh")
             .args(["-c", WATCHDOG])
             .arg(binary())
-            .args([
-                "broker",
-                "--cluster-id",
-                "adrec-test",
-                "--storage-engine",
-                "memory://tansu/",
-            ])
+            .args(["broker", "--cluster-id", "adrec-test", "--storage-engine", "memory://tansu/"])
             .args(["--listener-url", &url, "--advertised-listener-url", &url])
             .stdin(Stdio::piped())
             .stdout(log.try_clone().expect("clone log file handle"))
@@ -217,19 +190,12 @@ impl Broker {
             .expect("create rdkafka BaseConsumer");
         let deadline = Instant::now() + READY_TIMEOUT;
         loop {
-            if consumer
-                .fetch_metadata(None, Duration::from_millis(500))
-                .is_ok()
-            {
+            if consumer.fetch_metadata(None, Duration::from_millis(500)).is_ok() {
                 return;
             }
             let child = self.child.as_mut().expect("broker child process");
             if let Ok(Some(status)) = child.try_wait() {
-                panic!(
-                    "tansu on {} exited with {status}; log: {}",
-                    self.bootstrap(),
-                    self.log.display()
-                );
+                panic!("tansu on {} exited with {status}; log: {}", self.bootstrap(), self.log.display());
             }
             if Instant::now() > deadline {
                 self.stop();

@@ -55,6 +55,12 @@ pub fn assert_same_list(ad_id: &str, published: &[ListItem], expected: &[ListIte
     let ids = |l: &[ListItem]| l.iter().map(|i| i.product_id.clone()).collect::<Vec<_>>();
     assert_eq!(ids(published), ids(expected), "ad {ad_id}: published list differs from the brute-force top-k");
     for (p, e) in published.iter().zip(expected) {
-        assert!((p.score - e.score).abs() < 1e-4, "ad {ad_id}: {} scored {} vs oracle {}", p.product_id, p.score, e.score);
+        assert!(
+            (p.score - e.score).abs() < 1e-4,
+            "ad {ad_id}: {} scored {} vs oracle {}",
+            p.product_id,
+            p.score,
+            e.score
+        );
     }
 }
