@@ -418,3 +418,36 @@ async fn sigterm_drains_commits_and_exits_zero() {
     let committed = committed_total(&world.broker.bootstrap(), &config);
     assert_eq!(committed as usize, stored_products.len(), "every stored product's offset is committed, nothing more");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broker_outage_mid_stream_the_worker_waits_and_resumes() {
+    let world = World::new(20).await;
+    let p = producer(&world.broker.bootstrap());
+    let products = world.demo_events("products.jsonl");
+    let (first, second) = products.split_at(products.len() / 2);
+    for (id, line) in world.demo_events("ads.jsonl") {
+        produce(&p, ADS, &id, Some(&line)).await;
+    }
+    for (id, line) in first {
+        produce(&p, PRODUCTS, id, Some(line)).await;
+    }
+    let mut config = world.config(0);
+    config.kafka.exit_when_idle_ms = 20_000;
+    let mut worker = world.spawn_worker(&config, 0);
+    let started = Instant::now();
+    while committed_total(&world.broker.bootstrap(), &config) < 10 {
+        assert!(started.elapsed() < Duration::from_secs(300), "no progress:\n{}", world.worker_log(0));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The broker freezes for longer than the session timeout, then comes back.
+    world.broker.pause();
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    world.broker.resume();
+    for (id, line) in second {
+        produce(&p, PRODUCTS, id, Some(line)).await;
+    }
+    wait_exit(&mut worker, Duration::from_secs(600), &world, 0).await;
+    assert_output_matches_oracle(&world, &config).await;
+    let (catalogue, _) = stored(&config).await;
+    assert_eq!(catalogue.len(), world.catalogue.products, "no product event skipped across the outage");
+}
