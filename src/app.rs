@@ -131,6 +131,11 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<RunRepor
         store = %store_dir.display(),
         "adrec worker starting"
     );
+    let ready = crate::http::Readiness::default();
+    if !config.http.listen.is_empty() {
+        crate::http::serve(&config.http.listen, ready.clone()).await;
+    }
+    ready.set(true);
     let mut pipeline = Pipeline::new(config, fetcher, embedder, products, sink, recommender);
     pipeline.run(source.as_mut(), shutdown).await?;
     let stats = pipeline.stats.clone();

@@ -51,6 +51,22 @@ pub struct Config {
     pub log: LogConfig,
     /// Kafka connection, topics and client properties (kafka source/sink).
     pub kafka: KafkaConfig,
+    /// Operator HTTP endpoints.
+    pub http: HttpConfig,
+}
+
+/// Operator HTTP endpoints (`/healthz`, `/readyz`, `/metrics`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Address to bind, e.g. `127.0.0.1:9400`; empty disables the endpoints.
+    pub listen: String,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self { listen: "127.0.0.1:9400".into() }
+    }
 }
 
 impl Default for Config {
@@ -67,6 +83,7 @@ impl Default for Config {
             retry: RetryConfig::default(),
             log: LogConfig::default(),
             kafka: KafkaConfig::default(),
+            http: HttpConfig::default(),
         }
     }
 }

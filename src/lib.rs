@@ -11,6 +11,7 @@ pub mod demo;
 pub mod embed;
 pub mod events;
 pub mod fetch;
+pub mod http;
 pub mod kafka;
 pub mod pipeline;
 pub mod recommend;

@@ -7,7 +7,7 @@
 //! it; every step is idempotent, so a replay changes nothing downstream.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use backon::{BackoffBuilder, ExponentialBuilder};
 use chrono::{DateTime, Utc};
@@ -22,6 +22,15 @@ use crate::records::{AdRecord, ProductRecord};
 use crate::sink::{DeadLetter, ListSink, SinkError};
 use crate::source::{EventSource, OwnershipChange, SourceError, SourceRecord};
 use crate::store::{StoreError, VectorStore};
+use crate::telemetry;
+
+fn stream_name(record: &SourceRecord) -> &'static str {
+    match record.stream {
+        crate::events::Stream::Products => "products",
+        crate::events::Stream::Ads => "ads",
+        crate::events::Stream::Mixed => "mixed",
+    }
+}
 
 /// Anything that can go wrong handling one record.
 #[derive(Debug, thiserror::Error)]
@@ -65,6 +74,17 @@ impl ProcessError {
             ProcessError::Store(e) => e.is_transient(),
             ProcessError::Sink(e) => e.is_transient(),
             ProcessError::Join(_) => true,
+        }
+    }
+
+    /// The stage that failed, for metrics.
+    fn stage(&self) -> &'static str {
+        match self {
+            ProcessError::Event(_) => "decode",
+            ProcessError::Fetch(_) => "fetch",
+            ProcessError::Embed(_) | ProcessError::Join(_) => "embed",
+            ProcessError::Store(_) => "store",
+            ProcessError::Sink(_) => "sink",
         }
     }
 
@@ -228,13 +248,18 @@ impl Pipeline {
             attempts += 1;
             match self.apply(&event, record.partition).await {
                 Ok(outcome) => {
+                    let stream = stream_name(record);
                     match &outcome {
                         Outcome::Applied { published } => {
                             self.stats.applied += 1;
                             self.stats.lists_published += *published as u64;
+                            telemetry::record_done(stream, "applied");
+                            telemetry::list_published(*published);
+                            telemetry::store_queries(self.recommender.store_queries);
                         }
                         Outcome::Stale => {
                             self.stats.stale += 1;
+                            telemetry::record_done(stream, "stale");
                             tracing::info!(id = event.entity_id(), r#type = event.type_name(), "ignored stale event");
                         }
                         Outcome::DeadLettered(_) => {}
@@ -244,6 +269,7 @@ impl Pipeline {
                 Err(e) if e.is_transient() && !(e.gives_up_eventually() && attempts >= self.fetch_attempts()) => {
                     let delay = delays.next().unwrap_or(Duration::from_millis(self.config.retry.max_ms));
                     self.stats.retries += 1;
+                    telemetry::retry(e.stage());
                     tracing::warn!(id = event.entity_id(), error = %e, attempt = attempts, retry_in_ms = delay.as_millis() as u64, "transient failure, retrying");
                     tokio::select! {
                         _ = shutdown.cancelled() => return Ok(None),
@@ -307,6 +333,7 @@ impl Pipeline {
             }
         }
         self.stats.dead_lettered += 1;
+        telemetry::record_done(stream_name(record), "dead_lettered");
         Ok(Some(Outcome::DeadLettered(reason)))
     }
 
@@ -335,11 +362,15 @@ impl Pipeline {
 
     /// Download and embed an image off the async runtime.
     async fn embed_url(&mut self, url: &str) -> Result<Vec<f32>, ProcessError> {
+        let started = Instant::now();
         let bytes = self.fetcher.fetch(url).await?;
+        telemetry::fetched(bytes.len(), started.elapsed());
         let embedder = self.embedder.clone();
+        let started = Instant::now();
         let vector = tokio::task::spawn_blocking(move || embedder.embed(&bytes))
             .await
             .map_err(|e| ProcessError::Join(e.to_string()))??;
+        telemetry::embedded(started.elapsed());
         self.stats.images_embedded += 1;
         Ok(vector)
     }

@@ -26,6 +26,7 @@ pub fn config(root: &Path, input: &Path) -> Config {
     c.model.path = repo().join("models/efficientnet_lite0.onnx");
     c.model.ort_library = repo().join("models/onnxruntime/libonnxruntime.so");
     c.fetch.allow_private_networks = true;
+    c.http.listen = "127.0.0.1:0".into();
     c.fetch.timeout_ms = 5_000;
     c.retry.initial_ms = 10;
     c.retry.max_ms = 50;
