@@ -82,12 +82,9 @@ pub async fn open_io(config: &Config) -> Result<(Arc<dyn ListSink>, Box<dyn Even
 pub fn check_clients(config: &Config) -> Result<()> {
     if config.source.kind == Backend::Kafka {
         KafkaSink::new(&config.kafka)?;
-        let mut consumer = crate::kafka::base_config(&config.kafka);
-        consumer.set("group.id", &config.kafka.group_id);
-        for (key, value) in &config.kafka.consumer_properties {
-            consumer.set(key, value);
-        }
-        let _: rdkafka::consumer::BaseConsumer = consumer.create().map_err(crate::kafka::setup_error)?;
+        let _: rdkafka::consumer::BaseConsumer = crate::kafka::consumer_config(&config.kafka, &config.kafka.group_id)
+            .create()
+            .map_err(crate::kafka::setup_error)?;
     }
     Ok(())
 }

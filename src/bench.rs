@@ -42,9 +42,9 @@ pub struct MaintainParams {
     pub seed: u64,
 }
 
-/// Counts publications.
+/// A sink that only counts publications (benchmarks and long-run tests).
 #[derive(Default)]
-struct CountingSink(AtomicU64);
+pub struct CountingSink(pub AtomicU64);
 
 #[async_trait]
 impl ListSink for CountingSink {

@@ -34,6 +34,23 @@ pub fn base_config(k: &KafkaConfig) -> ClientConfig {
     c
 }
 
+/// Consumer properties in group `group`: auto-commit off (offsets are
+/// committed by the source only past durable effects), earliest reset.
+pub fn consumer_config(k: &KafkaConfig, group: &str) -> ClientConfig {
+    let mut c = base_config(k);
+    c.set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("session.timeout.ms", k.session_timeout_ms.to_string())
+        .set("heartbeat.interval.ms", (k.session_timeout_ms / 6).max(100).to_string())
+        .set("isolation.level", "read_committed");
+    for (key, value) in &k.consumer_properties {
+        c.set(key, value);
+    }
+    c
+}
+
 /// Map a client-creation error to a message naming the setting.
 pub fn setup_error(e: KafkaError) -> KafkaSetupError {
     KafkaSetupError::Config(e.to_string())

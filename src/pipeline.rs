@@ -24,6 +24,14 @@ use crate::source::{EventSource, OwnershipChange, SourceError, SourceRecord};
 use crate::store::{StoreError, VectorStore};
 use crate::telemetry;
 
+/// Sleep `delay`; false if shutdown was requested first.
+async fn sleep_unless_shutdown(delay: Duration, shutdown: &CancellationToken) -> bool {
+    tokio::select! {
+        _ = shutdown.cancelled() => false,
+        _ = tokio::time::sleep(delay) => true,
+    }
+}
+
 fn stream_name(record: &SourceRecord) -> &'static str {
     match record.stream {
         crate::events::Stream::Products => "products",
@@ -214,9 +222,8 @@ impl Pipeline {
                 Err(e) => {
                     let delay = delays.next().unwrap_or(Duration::from_millis(self.config.retry.max_ms));
                     tracing::warn!(error = %e, ?partitions, "cannot read the output to take over partitions; retrying");
-                    tokio::select! {
-                        _ = shutdown.cancelled() => return false,
-                        _ = tokio::time::sleep(delay) => {}
+                    if !sleep_unless_shutdown(delay, shutdown).await {
+                        return false;
                     }
                 }
             }
@@ -271,9 +278,8 @@ impl Pipeline {
                     self.stats.retries += 1;
                     telemetry::retry(e.stage());
                     tracing::warn!(id = event.entity_id(), error = %e, attempt = attempts, retry_in_ms = delay.as_millis() as u64, "transient failure, retrying");
-                    tokio::select! {
-                        _ = shutdown.cancelled() => return Ok(None),
-                        _ = tokio::time::sleep(delay) => {}
+                    if !sleep_unless_shutdown(delay, shutdown).await {
+                        return Ok(None);
                     }
                 }
                 Err(e) if e.is_transient() => {
@@ -325,9 +331,8 @@ impl Pipeline {
                 Err(e) => {
                     let delay = delays.next().unwrap_or(Duration::from_millis(self.config.retry.max_ms));
                     tracing::warn!(error = %e, "cannot write dead letter, retrying");
-                    tokio::select! {
-                        _ = shutdown.cancelled() => return Ok(None),
-                        _ = tokio::time::sleep(delay) => {}
+                    if !sleep_unless_shutdown(delay, shutdown).await {
+                        return Ok(None);
                     }
                 }
             }

@@ -5,32 +5,16 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use adrec::bench::CountingSink;
 use adrec::config::RecommendConfig;
-use adrec::events::{AdFilter, AttrValue, ListItem, RecommendationList};
+use adrec::events::{AdFilter, AttrValue, ListItem};
 use adrec::recommend::{Recommender, brute_force_top_k};
 use adrec::records::{AdRecord, ProductRecord};
-use adrec::sink::{DeadLetter, ListSink, SinkError};
 use adrec::store::VectorStore;
 use adrec::store::memory::MemoryStore;
-use async_trait::async_trait;
 use chrono::Utc;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-
-/// Counts publications; the lists themselves are read from the recommender.
-#[derive(Default)]
-struct CountingSink(std::sync::atomic::AtomicU64);
-
-#[async_trait]
-impl ListSink for CountingSink {
-    async fn publish(&self, _: &str, _: i32, _: Option<&RecommendationList>) -> Result<(), SinkError> {
-        self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        Ok(())
-    }
-    async fn dead_letter(&self, _: &DeadLetter) -> Result<(), SinkError> {
-        Ok(())
-    }
-}
 
 const DIM: usize = 8;
 

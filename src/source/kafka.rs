@@ -26,7 +26,7 @@ use super::commit::{CommitTracker, TopicPartition};
 use super::{EventSource, OwnershipChange, SourceError, SourceRecord};
 use crate::config::KafkaConfig;
 use crate::events::Stream;
-use crate::kafka::{KafkaSetupError, base_config, setup_error};
+use crate::kafka::{KafkaSetupError, consumer_config, setup_error};
 
 /// Consumer context of the ads group member: records ownership changes for
 /// the pipeline, and when partitions were assigned.
@@ -104,20 +104,7 @@ impl KafkaSource {
     /// Create both consumers (fails on unknown or invalid librdkafka
     /// properties, or a missing products topic).
     pub fn new(k: &KafkaConfig, data_dir: &Path) -> Result<Self, KafkaSetupError> {
-        let consumer_config = |group: &str| {
-            let mut c = base_config(k);
-            c.set("group.id", group)
-                .set("enable.auto.commit", "false")
-                .set("enable.auto.offset.store", "false")
-                .set("auto.offset.reset", "earliest")
-                .set("session.timeout.ms", k.session_timeout_ms.to_string())
-                .set("heartbeat.interval.ms", (k.session_timeout_ms / 6).max(100).to_string())
-                .set("isolation.level", "read_committed");
-            for (key, value) in &k.consumer_properties {
-                c.set(key, value);
-            }
-            c
-        };
+        let consumer_config = |group: &str| consumer_config(k, group);
         let changes = Arc::new(Mutex::new(Vec::new()));
         let assigned_at = Arc::new(Mutex::new(None));
         let context = Ownership { changes: changes.clone(), assigned_at: assigned_at.clone() };
