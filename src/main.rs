@@ -64,13 +64,15 @@ enum Command {
 #[derive(Subcommand)]
 enum BenchCommand {
     /// Incremental list maintenance vs re-running every ad's query, on seeded
-    /// clustered vectors in a brute-force in-memory store.
+    /// clustered vectors in a brute-force in-memory store. The default scale
+    /// (100k ads x 1M products) needs ~4 GB of RAM and several minutes; use
+    /// e.g. `--ads 1000 --products 20000` for a quick run.
     Maintain {
         /// Ads with standing lists.
-        #[arg(long, default_value_t = 1_000)]
+        #[arg(long, default_value_t = 100_000)]
         ads: usize,
         /// Products in the catalogue.
-        #[arg(long, default_value_t = 20_000)]
+        #[arg(long, default_value_t = 1_000_000)]
         products: usize,
         /// Vector dimension.
         #[arg(long, default_value_t = 512)]
@@ -81,9 +83,12 @@ enum BenchCommand {
         /// Product events to measure.
         #[arg(long, default_value_t = 2_000)]
         events: usize,
-        /// Events on which the (slow) naive strategy is also timed.
-        #[arg(long, default_value_t = 2)]
+        /// Events after which the (slow) naive strategy is also timed.
+        #[arg(long, default_value_t = 3)]
         naive_sample: usize,
+        /// Ad queries timed per naive event; its cost is extrapolated to all ads.
+        #[arg(long, default_value_t = 20)]
+        naive_ads: usize,
         /// Ads checked against brute force at the end.
         #[arg(long, default_value_t = 200)]
         check_ads: usize,
@@ -103,8 +108,28 @@ async fn main() -> Result<()> {
             println!("demo catalogue: {} products, {} ads in {}", cat.products, cat.ads, out.display());
             Ok(())
         }
-        Command::Bench(BenchCommand::Maintain { ads, products, dim, k, events, naive_sample, check_ads, seed }) => {
-            let params = adrec::bench::MaintainParams { ads, products, dim, k, events, naive_sample, check_ads, seed };
+        Command::Bench(BenchCommand::Maintain {
+            ads,
+            products,
+            dim,
+            k,
+            events,
+            naive_sample,
+            naive_ads,
+            check_ads,
+            seed,
+        }) => {
+            let params = adrec::bench::MaintainParams {
+                ads,
+                products,
+                dim,
+                k,
+                events,
+                naive_sample,
+                naive_ads,
+                check_ads,
+                seed,
+            };
             for line in adrec::bench::maintain(&params).await? {
                 println!("{line}");
             }

@@ -47,6 +47,16 @@ impl TopBuffer {
         self.items.len() >= k || self.bound.is_none()
     }
 
+    /// Every buffered item, best first.
+    pub fn items(&self) -> &[ListItem] {
+        &self.items
+    }
+
+    /// The score a product must reach to enter (`None`: anything qualifying enters).
+    pub fn entry_threshold(&self) -> Option<f32> {
+        self.bound.as_ref().map(|b| b.score + 0.0)
+    }
+
     /// Whether the buffer holds this product.
     pub fn contains(&self, product_id: &str) -> bool {
         self.items.iter().any(|i| i.product_id == product_id)

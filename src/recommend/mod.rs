@@ -4,15 +4,17 @@
 //! Muthukrishnan, SIGMOD 2000).
 //!
 //! Each ad keeps a [`TopBuffer`] of its top-K' candidates (K' = factor × K).
-//! A product change costs one dot product per ad and no store query: it
-//! enters the buffers whose bound it beats, leaves those it no longer
-//! qualifies for. Only an ad whose buffer shrinks below K (removals) asks the
+//! A product change costs no store query: it enters the buffers whose bound
+//! it beats and leaves those that hold it (found through a reverse index);
+//! ads whose score provably cannot reach their bound are skipped without
+//! scoring (see `index`). Only an ad whose buffer shrinks below K (removals) asks the
 //! store again. A list is published only when its ids, order or scores
 //! (beyond `score_epsilon`) change; the ad's version is bumped once per
 //! publication and persisted after the sink has the list, so a crash in
 //! between republishes the same version, never a smaller one.
 
 mod buffer;
+mod index;
 mod score;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -48,6 +50,7 @@ impl RecommendError {
 }
 
 pub use buffer::{TopBuffer, rank_order};
+use index::AdIndex;
 pub use score::dot;
 
 /// The exact top-`k` of `catalogue` for an ad, by brute force: the oracle
@@ -72,6 +75,29 @@ pub fn brute_force_top_k<'a>(
     all
 }
 
+/// Ads missing buffers from which one catalogue scan beats a query per ad.
+const SCAN_REBUILD_MIN_ADS: usize = 64;
+
+/// Offer a product to every indexed ad it may enter and qualifies for; the
+/// ads whose buffer changed.
+fn enter_buffers(index: &mut AdIndex, ads: &BTreeMap<String, AdRecord>, product: &ProductRecord) -> Vec<String> {
+    let mut touched = Vec::new();
+    for (slot, score) in index.candidates(&product.vector) {
+        let qualifies = index
+            .ad_id(slot)
+            .and_then(|ad_id| ads.get(ad_id))
+            .is_some_and(|ad| ad.filter.accepts(product.in_stock, &product.attributes));
+        if !qualifies {
+            continue;
+        }
+        let item = ListItem { product_id: product.product_id.clone(), score, image_url: product.image_url.clone() };
+        if let Some(ad_id) = index.offer(slot, item) {
+            touched.push(ad_id.to_string());
+        }
+    }
+    touched
+}
+
 /// Keeps every ad's list and publishes changes.
 pub struct Recommender {
     products: Arc<dyn VectorStore>,
@@ -85,8 +111,10 @@ pub struct Recommender {
     /// Last published value per ad learned from the output when partitions
     /// were assigned, for ads this worker has no local record of yet.
     seeds: BTreeMap<String, Option<RecommendationList>>,
-    /// Candidate buffers of live owned ads (filled on first use after load).
-    buffers: BTreeMap<String, TopBuffer>,
+    /// Candidate buffers of live owned ads, with their vectors, for pruned scans.
+    index: AdIndex,
+    /// Some live owned ads may lack a buffer (after load or an assignment).
+    needs_rebuild: bool,
     /// Store queries issued (for metrics and benchmarks).
     pub store_queries: u64,
 }
@@ -115,7 +143,8 @@ impl Recommender {
             model_id,
             owned: None,
             seeds: BTreeMap::new(),
-            buffers: BTreeMap::new(),
+            index: AdIndex::default(),
+            needs_rebuild: true,
             store_queries: 0,
         })
     }
@@ -150,6 +179,7 @@ impl Recommender {
         if let Some(owned) = &mut self.owned {
             owned.extend(partitions);
         }
+        self.needs_rebuild = true;
         Ok(())
     }
 
@@ -161,7 +191,7 @@ impl Recommender {
             }
         }
         let ads = &self.ads;
-        self.buffers.retain(|id, _| ads.get(id).is_none_or(|a| !partitions.contains(&a.partition)));
+        self.index.retain(|id| ads.get(id).is_none_or(|a| !partitions.contains(&a.partition)));
     }
 
     fn owns(&self, ad: &AdRecord) -> bool {
@@ -203,53 +233,88 @@ impl Recommender {
     /// that differs from the last published one (a crash may have struck
     /// between a store write and its list). Returns how many were rebuilt.
     pub async fn rebuild(&mut self) -> Result<usize, RecommendError> {
-        let missing: Vec<AdRecord> =
-            self.live_ads().filter(|a| !self.buffers.contains_key(&a.ad_id)).cloned().collect();
-        for ad in &missing {
-            let buffer = self.fill(ad).await?;
-            self.buffers.insert(ad.ad_id.clone(), buffer);
+        if !self.needs_rebuild {
+            return Ok(0);
+        }
+        let missing: Vec<AdRecord> = self.live_ads().filter(|a| !self.index.contains(&a.ad_id)).cloned().collect();
+        if missing.len() >= SCAN_REBUILD_MIN_ADS {
+            self.rebuild_by_scan(&missing).await?;
+        } else {
+            for ad in &missing {
+                let buffer = self.fill(ad).await?;
+                self.index.insert(&ad.ad_id, &ad.vector, buffer);
+            }
         }
         let ids: Vec<String> = missing.into_iter().map(|a| a.ad_id).collect();
         self.settle(&ids).await?;
+        self.needs_rebuild = false;
         Ok(ids.len())
+    }
+
+    /// Build many buffers at once: one pass over the catalogue, each product
+    /// offered only to the ads its bound does not rule out (one store query
+    /// per ad would cost ads × catalogue).
+    async fn rebuild_by_scan(&mut self, missing: &[AdRecord]) -> Result<(), StoreError> {
+        let mut fresh = AdIndex::default();
+        for ad in missing {
+            fresh.insert(&ad.ad_id, &ad.vector, TopBuffer::from_hits(Vec::new(), self.capacity(ad.k)));
+        }
+        let products = self.products.scroll_all(true).await?;
+        self.store_queries += 1;
+        let total = products.len();
+        let started = std::time::Instant::now();
+        for (i, point) in products.into_iter().enumerate() {
+            if let Some(product) = ProductRecord::from_point(point) {
+                enter_buffers(&mut fresh, &self.ads, &product);
+            }
+            if (i + 1) % 100_000 == 0 {
+                tracing::info!(products = i + 1, total, ads = missing.len(), "rebuilding lists");
+            }
+        }
+        tracing::info!(
+            products = total,
+            ads = missing.len(),
+            seconds = started.elapsed().as_secs_f64(),
+            "rebuilt candidate buffers by one catalogue scan"
+        );
+        if self.index.len() == 0 {
+            self.index = fresh;
+        } else {
+            for ad in missing {
+                if let Some(buffer) = fresh.remove(&ad.ad_id) {
+                    self.index.insert(&ad.ad_id, &ad.vector, buffer);
+                }
+            }
+        }
+        Ok(())
     }
 
     /// A product was stored (new, changed, restocked, out of stock): update
     /// every buffer it enters or leaves, publish lists that changed.
     pub async fn product_upserted(&mut self, product: &ProductRecord) -> Result<usize, RecommendError> {
         self.rebuild().await?;
-        let mut touched = Vec::new();
-        let owned: Vec<(String, bool, f32)> = self
-            .live_ads()
-            .map(|ad| {
-                let qualifies = ad.filter.accepts(product.in_stock, &product.attributes);
-                let score = if qualifies { dot(&ad.vector, &product.vector) } else { 0.0 };
-                (ad.ad_id.clone(), qualifies, score)
-            })
-            .collect();
-        for (ad_id, qualifies, score) in owned {
-            let Some(buffer) = self.buffers.get_mut(&ad_id) else { continue };
-            let mut changed = buffer.remove(&product.product_id);
-            if qualifies {
-                let item =
-                    ListItem { product_id: product.product_id.clone(), score, image_url: product.image_url.clone() };
-                changed |= buffer.offer(item);
-            }
-            if changed {
-                touched.push(ad_id);
-            }
-        }
+        let id = &product.product_id;
+        // Leave the buffers that hold the old version, then enter those the
+        // new one qualifies for; ads the bound rules out are never scored.
+        let mut touched = self.leave_buffers(id);
+        touched.extend(enter_buffers(&mut self.index, &self.ads, product));
+        touched.sort_unstable();
+        touched.dedup();
         self.settle(&touched).await
+    }
+
+    /// Drop a product from every buffer holding it; the ads whose buffer changed.
+    fn leave_buffers(&mut self, product_id: &str) -> Vec<String> {
+        let slots = self.index.take_listed(product_id);
+        slots.into_iter().filter_map(|slot| self.index.remove_from(slot, product_id).map(str::to_string)).collect()
     }
 
     /// A product is gone: drop it from every buffer, publish lists that changed.
     pub async fn product_removed(&mut self, product_id: &str) -> Result<usize, RecommendError> {
         self.rebuild().await?;
-        let touched: Vec<String> = self
-            .buffers
-            .iter_mut()
-            .filter_map(|(ad_id, buffer)| buffer.remove(product_id).then(|| ad_id.clone()))
-            .collect();
+        let mut touched = self.leave_buffers(product_id);
+        touched.sort_unstable();
+        touched.dedup();
         self.settle(&touched).await
     }
 
@@ -259,12 +324,12 @@ impl Recommender {
         let mut published = 0;
         for ad_id in ad_ids {
             let Some(mut ad) = self.ads.get(ad_id).filter(|a| !a.deleted && self.owns(a)).cloned() else { continue };
-            let can_answer = self.buffers.get(ad_id).is_some_and(|b| b.can_answer(ad.k));
+            let can_answer = self.index.buffer(ad_id).is_some_and(|b| b.can_answer(ad.k));
             if !can_answer {
                 let buffer = self.fill(&ad).await?;
-                self.buffers.insert(ad_id.clone(), buffer);
+                self.index.insert(ad_id, &ad.vector, buffer);
             }
-            let items = self.buffers.get(ad_id).map(|b| b.top(ad.k).to_vec()).unwrap_or_default();
+            let items = self.index.buffer(ad_id).map(|b| b.top(ad.k).to_vec()).unwrap_or_default();
             if !self.changed(&ad.items, &items) {
                 continue;
             }
@@ -299,7 +364,7 @@ impl Recommender {
         ad.deleted = false;
         let buffer = self.fill(&ad).await?;
         let new_items = buffer.top(ad.k).to_vec();
-        self.buffers.insert(ad.ad_id.clone(), buffer);
+        self.index.insert(&ad.ad_id, &ad.vector, buffer);
         let publish = old_items.as_deref().is_none_or(|old| self.changed(old, &new_items));
         if publish {
             ad.version += 1;
@@ -321,7 +386,7 @@ impl Recommender {
             return Ok(false);
         };
         self.sink.publish(ad_id, ad.partition, None).await?;
-        self.buffers.remove(ad_id);
+        self.index.remove(ad_id);
         ad.deleted = true;
         ad.items.clear();
         self.ads_store.upsert(vec![ad.to_point()]).await?;

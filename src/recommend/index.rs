@@ -1,0 +1,413 @@
+//! The ads a product event must look at, without scoring every ad.
+//!
+//! Ad vectors live in one contiguous matrix (one row per slot) next to their
+//! [`TopBuffer`]s. Ads are grouped around centroids (spherical k-means, redone
+//! as the ad set doubles); each ad keeps the cosine to its centroid. By the
+//! triangle inequality on angles, `angle(a, p) >= |angle(c, p) - angle(c, a)|`,
+//! so one dot product per centroid bounds the score of every ad in the group:
+//! `cos(a, p) <= cos(c,p)·cos(c,a) + sin(c,p)·sin(c,a)`. An ad whose bound is
+//! below the score a product needs to enter its buffer is skipped unscored.
+//! The bound is widened by a margin for float error, so skipping is exact:
+//! grouping quality changes only the speed, never the lists.
+//!
+//! A reverse index (product → slots that may hold it) finds the buffers a
+//! changed or deleted product must leave without scanning them all. It may
+//! hold stale entries (evictions do not remove them); it is compacted when it
+//! grows past twice the buffered items.
+
+use std::collections::HashMap;
+
+use super::buffer::TopBuffer;
+use super::score::dot;
+
+/// Absolute error allowed for a cosine computed in `f32` (far above the
+/// rounding error of a 1280-d dot product, far below any score gap that matters).
+const COS_MARGIN: f64 = 1e-4;
+/// Score slack when comparing a bound with an entry threshold.
+const SCORE_MARGIN: f32 = 1e-5;
+/// Fewer live ads than this are scored exhaustively (grouping would not pay).
+const MIN_ADS_TO_GROUP: usize = 64;
+/// Ads sampled to fit centroids (assignment then covers every ad).
+const KMEANS_SAMPLE: usize = 20_000;
+const KMEANS_ROUNDS: usize = 4;
+
+/// One ad's place in the index.
+#[derive(Debug, Clone)]
+struct Slot {
+    ad_id: String,
+    buffer: TopBuffer,
+}
+
+/// Per-slot scalars the pruning scan reads (structure of arrays, so the scan
+/// is a tight loop over contiguous memory).
+#[derive(Debug, Default)]
+struct Bounds {
+    /// Group of each slot (`u32::MAX` for free slots).
+    group: Vec<u32>,
+    /// |a|.
+    norm: Vec<f32>,
+    /// cos(c, a) and an upper bound on |cos(c, a)| error-widened.
+    cos_c: Vec<f32>,
+    /// Upper bound on sin(c, a).
+    sin_c: Vec<f32>,
+    /// Score a product must reach to enter the buffer (−∞: anything enters;
+    /// +∞: free slot).
+    threshold: Vec<f32>,
+}
+
+/// Ads with their buffers, grouped for pruned scans.
+#[derive(Debug, Default)]
+pub struct AdIndex {
+    dim: usize,
+    slot_of: HashMap<String, usize>,
+    slots: Vec<Option<Slot>>,
+    vectors: Vec<f32>,
+    free: Vec<usize>,
+    bounds: Bounds,
+    /// Unit centroids, `dim` floats each.
+    centroids: Vec<f32>,
+    /// Live slots when the groups were last fitted.
+    grouped_at: usize,
+    listed: HashMap<String, Vec<u32>>,
+    listed_entries: usize,
+    /// Entries right after the last compaction (all live then).
+    listed_compacted: usize,
+}
+
+fn norm(v: &[f32]) -> f32 {
+    dot(v, v).sqrt()
+}
+
+impl AdIndex {
+    /// Live ads indexed.
+    pub fn len(&self) -> usize {
+        self.slot_of.len()
+    }
+
+    /// Whether this ad has a buffer.
+    pub fn contains(&self, ad_id: &str) -> bool {
+        self.slot_of.contains_key(ad_id)
+    }
+
+    /// The buffer of an ad.
+    pub fn buffer(&self, ad_id: &str) -> Option<&TopBuffer> {
+        self.slot_of.get(ad_id).and_then(|s| self.slots[*s].as_ref()).map(|s| &s.buffer)
+    }
+
+    fn row(&self, slot: usize) -> &[f32] {
+        &self.vectors[slot * self.dim..(slot + 1) * self.dim]
+    }
+
+    /// Index an ad (replacing any previous entry) with its filled buffer.
+    pub fn insert(&mut self, ad_id: &str, vector: &[f32], buffer: TopBuffer) {
+        self.remove(ad_id);
+        if self.dim == 0 {
+            self.dim = vector.len().max(1);
+        }
+        let slot = match self.free.pop() {
+            Some(s) => s,
+            None => {
+                self.slots.push(None);
+                self.vectors.resize(self.slots.len() * self.dim, 0.0);
+                let b = &mut self.bounds;
+                b.group.push(u32::MAX);
+                b.norm.push(0.0);
+                b.cos_c.push(0.0);
+                b.sin_c.push(0.0);
+                b.threshold.push(f32::INFINITY);
+                self.slots.len() - 1
+            }
+        };
+        // Vectors of another length score as if zero-padded or truncated,
+        // exactly as `dot` treats them.
+        let row = &mut self.vectors[slot * self.dim..(slot + 1) * self.dim];
+        row.fill(0.0);
+        let n = vector.len().min(self.dim);
+        row[..n].copy_from_slice(&vector[..n]);
+        for item in buffer.items() {
+            self.listed.entry(item.product_id.clone()).or_default().push(slot as u32);
+            self.listed_entries += 1;
+        }
+        self.slots[slot] = Some(Slot { ad_id: ad_id.to_string(), buffer });
+        self.slot_of.insert(ad_id.to_string(), slot);
+        self.bounds.norm[slot] = norm(self.row(slot));
+        self.sync_threshold(slot);
+        if self.len() >= MIN_ADS_TO_GROUP && self.len() >= 2 * self.grouped_at {
+            self.regroup();
+        } else {
+            self.assign(slot);
+        }
+    }
+
+    /// Drop an ad and its buffer.
+    pub fn remove(&mut self, ad_id: &str) -> Option<TopBuffer> {
+        let slot = self.slot_of.remove(ad_id)?;
+        let removed = self.slots[slot].take().map(|s| s.buffer);
+        self.bounds.group[slot] = u32::MAX;
+        self.bounds.threshold[slot] = f32::INFINITY;
+        self.free.push(slot);
+        removed
+    }
+
+    /// Drop every ad `keep` rejects.
+    pub fn retain(&mut self, mut keep: impl FnMut(&str) -> bool) {
+        let gone: Vec<String> = self.slot_of.keys().filter(|id| !keep(id)).cloned().collect();
+        for id in gone {
+            self.remove(&id);
+        }
+    }
+
+    fn sync_threshold(&mut self, slot: usize) {
+        if let Some(s) = &self.slots[slot] {
+            self.bounds.threshold[slot] = s.buffer.entry_threshold().unwrap_or(f32::NEG_INFINITY);
+        }
+    }
+
+    /// Put a slot in its nearest group and record its bound terms.
+    fn assign(&mut self, slot: usize) {
+        let groups = self.centroids.len() / self.dim.max(1);
+        if groups == 0 {
+            return;
+        }
+        let row = self.row(slot);
+        let (best, cos) = (0..groups)
+            .map(|g| (g, dot(&self.centroids[g * self.dim..(g + 1) * self.dim], row)))
+            .max_by(|a, b| a.1.total_cmp(&b.1))
+            .unwrap_or((0, 0.0));
+        self.set_group(slot, best, cos);
+    }
+
+    fn set_group(&mut self, slot: usize, group: usize, dot_c: f32) {
+        let n = self.bounds.norm[slot];
+        let b = &mut self.bounds;
+        b.group[slot] = group as u32;
+        if n <= 0.0 {
+            // A zero vector scores 0 with everything: bound exactly 0.
+            b.cos_c[slot] = 0.0;
+            b.sin_c[slot] = 0.0;
+            return;
+        }
+        let cos = (dot_c / n) as f64;
+        b.cos_c[slot] = cos as f32;
+        // Upper bound on sin over the error interval of cos.
+        let lo = (cos.abs() - COS_MARGIN).max(0.0);
+        b.sin_c[slot] = ((1.0 - lo * lo).max(0.0).sqrt()) as f32;
+    }
+
+    /// Fit centroids on (a sample of) the live ads and regroup every slot.
+    fn regroup(&mut self) {
+        let live: Vec<usize> = self.slot_of.values().copied().collect();
+        let groups = ((live.len() as f64).sqrt().round() as usize).clamp(1, 1024);
+        let dim = self.dim;
+        let step = (live.len() / KMEANS_SAMPLE).max(1);
+        let mut sample: Vec<usize> = live.iter().copied().step_by(step).collect();
+        sample.sort_unstable();
+        let unit = |v: &mut [f32]| {
+            let n = norm(v);
+            if n > 0.0 {
+                v.iter_mut().for_each(|x| *x /= n);
+            }
+        };
+        // Evenly spaced seeds (deterministic), then Lloyd rounds on the sample.
+        let mut centroids = Vec::with_capacity(groups * dim);
+        for g in 0..groups {
+            let mut c = self.row(sample[g * sample.len() / groups]).to_vec();
+            unit(&mut c);
+            centroids.extend(c);
+        }
+        for _ in 0..KMEANS_ROUNDS {
+            let mut sums = vec![0.0f32; groups * dim];
+            for &s in &sample {
+                let row = self.row(s);
+                let g = nearest(&centroids, dim, row).0;
+                sums[g * dim..(g + 1) * dim].iter_mut().zip(row).for_each(|(a, x)| *a += x);
+            }
+            for g in 0..groups {
+                let sum = &mut sums[g * dim..(g + 1) * dim];
+                if norm(sum) > 0.0 {
+                    unit(sum);
+                    centroids[g * dim..(g + 1) * dim].copy_from_slice(sum);
+                }
+            }
+        }
+        self.centroids = centroids;
+        for s in live.iter().copied() {
+            let (g, cos) = nearest(&self.centroids, dim, self.row(s));
+            self.set_group(s, g, cos);
+        }
+        self.grouped_at = live.len();
+    }
+
+    /// Slots that may hold `product_id` (superset; entries are consumed).
+    pub fn take_listed(&mut self, product_id: &str) -> Vec<u32> {
+        let slots = self.listed.remove(product_id).unwrap_or_default();
+        self.listed_entries -= slots.len();
+        slots
+    }
+
+    /// Remove a product from the buffer of `slot`; returns the ad id if it was there.
+    pub fn remove_from(&mut self, slot: u32, product_id: &str) -> Option<&str> {
+        let slot = slot as usize;
+        let removed = self.slots.get_mut(slot)?.as_mut().is_some_and(|s| s.buffer.remove(product_id));
+        if !removed {
+            return None;
+        }
+        self.sync_threshold(slot);
+        self.slots[slot].as_ref().map(|s| s.ad_id.as_str())
+    }
+
+    /// Slots whose ad could take a product with this vector into its buffer,
+    /// with the exact score: every slot not returned provably cannot.
+    pub fn candidates(&self, vector: &[f32]) -> Vec<(u32, f32)> {
+        let dim = self.dim;
+        let p_norm = norm(vector);
+        let groups = self.centroids.len() / dim.max(1);
+        let mut out = Vec::new();
+        if groups == 0 || p_norm <= 0.0 {
+            for (s, t) in self.bounds.threshold.iter().enumerate() {
+                if *t != f32::INFINITY {
+                    out.push((s as u32, dot(self.row(s), vector)));
+                }
+            }
+            return out;
+        }
+        // Per group: cos(c, p) widened by the margin, and an upper bound on sin(c, p).
+        let mut cos_p = Vec::with_capacity(groups);
+        let mut sin_p = Vec::with_capacity(groups);
+        for g in 0..groups {
+            let cos = (dot(&self.centroids[g * dim..(g + 1) * dim], vector) / p_norm) as f64;
+            let lo = (cos.abs() - COS_MARGIN).max(0.0);
+            cos_p.push(cos as f32);
+            sin_p.push((1.0 - lo * lo).max(0.0).sqrt() as f32);
+        }
+        let b = &self.bounds;
+        let margin = COS_MARGIN as f32;
+        for s in 0..b.group.len() {
+            let t = b.threshold[s];
+            if t == f32::INFINITY {
+                continue;
+            }
+            let g = b.group[s] as usize;
+            if t != f32::NEG_INFINITY && g < groups {
+                let c = b.cos_c[s];
+                // cos(θcp − θca) plus the error of both cosines.
+                let cos_bound = cos_p[g] * c + margin * (c.abs() + cos_p[g].abs() + margin) + sin_p[g] * b.sin_c[s];
+                if cos_bound.min(1.0) * b.norm[s] * p_norm + SCORE_MARGIN < t {
+                    continue;
+                }
+            }
+            out.push((s as u32, dot(self.row(s), vector)));
+        }
+        out
+    }
+
+    /// Offer an item to the buffer of `slot`; returns the ad id if it changed.
+    pub fn offer(&mut self, slot: u32, item: super::ListItem) -> Option<&str> {
+        let slot = slot as usize;
+        let id = item.product_id.clone();
+        let changed = self.slots.get_mut(slot)?.as_mut().is_some_and(|s| s.buffer.offer(item));
+        if !changed {
+            return None;
+        }
+        self.listed.entry(id).or_default().push(slot as u32);
+        self.listed_entries += 1;
+        self.sync_threshold(slot);
+        self.compact_listed();
+        self.slots[slot].as_ref().map(|s| s.ad_id.as_str())
+    }
+
+    /// Ad id of a slot.
+    pub fn ad_id(&self, slot: u32) -> Option<&str> {
+        self.slots.get(slot as usize)?.as_ref().map(|s| s.ad_id.as_str())
+    }
+
+    /// Rebuild the reverse index from the buffers once stale entries dominate.
+    fn compact_listed(&mut self) {
+        if self.listed_entries <= 2 * self.listed_compacted + 1024 {
+            return;
+        }
+        self.listed.clear();
+        for (slot, s) in self.slots.iter().enumerate() {
+            if let Some(s) = s {
+                for item in s.buffer.items() {
+                    self.listed.entry(item.product_id.clone()).or_default().push(slot as u32);
+                }
+            }
+        }
+        self.listed_entries = self.listed.values().map(Vec::len).sum();
+        self.listed_compacted = self.listed_entries;
+    }
+}
+
+fn nearest(centroids: &[f32], dim: usize, row: &[f32]) -> (usize, f32) {
+    (0..centroids.len() / dim)
+        .map(|g| (g, dot(&centroids[g * dim..(g + 1) * dim], row)))
+        .max_by(|a, b| a.1.total_cmp(&b.1))
+        .unwrap_or((0, 0.0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::events::ListItem;
+    use rand::rngs::StdRng;
+    use rand::{Rng, SeedableRng};
+
+    fn near(rng: &mut StdRng, c: &[f32], spread: f32) -> Vec<f32> {
+        let mut v: Vec<f32> = c.iter().map(|x| x + rng.random_range(-spread..spread)).collect();
+        let n = norm(&v);
+        v.iter_mut().for_each(|x| *x /= n);
+        v
+    }
+
+    /// No ad that a product could enter is ever pruned, whatever the grouping,
+    /// thresholds or vector lengths; and on clustered data most ads are pruned.
+    #[test]
+    fn pruning_never_skips_an_ad_the_product_could_enter() {
+        let mut rng = StdRng::seed_from_u64(7);
+        let dim = 32;
+        let centres: Vec<Vec<f32>> =
+            (0..8).map(|_| (0..dim).map(|_| rng.random_range(-1.0f32..1.0)).collect()).collect();
+        let mut index = AdIndex::default();
+        let mut vectors = Vec::new();
+        for a in 0..600 {
+            let centre = &centres[rng.random_range(0..centres.len())];
+            let mut v = near(&mut rng, centre, 0.4);
+            if a % 50 == 0 {
+                v.iter_mut().for_each(|x| *x *= 3.0); // not unit length
+            }
+            // A buffer whose bound is the score of a product of the ad's own
+            // cluster, or no bound at all (anything enters) for some ads.
+            let hits: Vec<ListItem> = (0..3)
+                .map(|i| {
+                    let p = near(&mut rng, centre, 0.4);
+                    ListItem { product_id: format!("h{a}-{i}"), score: dot(&v, &p), image_url: String::new() }
+                })
+                .collect();
+            let capacity = if a % 7 == 0 { 3 } else { 2 };
+            index.insert(&format!("a{a}"), &v, TopBuffer::from_hits(hits, capacity));
+            vectors.push(v);
+        }
+        for a in (0..600).step_by(5) {
+            index.remove(&format!("a{a}"));
+        }
+        let mut scored = 0;
+        let products = 300;
+        for _ in 0..products {
+            let c = rng.random_range(0..centres.len());
+            let p = near(&mut rng, &centres[c], 0.4);
+            let found: HashMap<u32, f32> = index.candidates(&p).into_iter().collect();
+            scored += found.len();
+            for (a, v) in vectors.iter().enumerate() {
+                let Some(&slot) = index.slot_of.get(&format!("a{a}")) else { continue };
+                let threshold = index.bounds.threshold[slot];
+                let score = dot(v, &p);
+                if score >= threshold {
+                    assert_eq!(found.get(&(slot as u32)), Some(&score), "ad a{a} could take the product");
+                }
+            }
+        }
+        assert!(index.centroids.len() / dim > 1, "grouped");
+        assert!(scored < products * index.len() / 2, "most ads pruned: {scored} scored");
+    }
+}
