@@ -591,8 +591,8 @@ impl Points for FakeQdrant {
     async fn query(&self, request: Request<g::QueryPoints>) -> Result<Response<g::QueryResponse>, Status> {
         let request = request.into_inner();
         let c = self.collection(&request.collection_name)?;
-        if !request.prefetch.is_empty() || request.using.is_some() {
-            return Err(unimplemented("prefetch and named vectors"));
+        if !request.prefetch.is_empty() || request.using.is_some() || request.score_threshold.is_some() {
+            return Err(unimplemented("prefetch, named vectors and score thresholds"));
         }
         let vector = match request.query.and_then(|q| q.variant) {
             Some(g::query::Variant::Nearest(g::VectorInput { variant: Some(g::vector_input::Variant::Dense(d)) })) => {
@@ -611,7 +611,7 @@ impl Points for FakeQdrant {
             prefetches: Vec::new(),
             query: Some(ScoringQuery::Vector(QueryEnum::Nearest(NamedQuery::default_dense(vector)))),
             filter: request.filter.map(engine_filter).transpose()?,
-            score_threshold: request.score_threshold,
+            score_threshold: None,
             limit: request.limit.unwrap_or(10) as usize,
             offset: request.offset.unwrap_or(0) as usize,
             params: None,
