@@ -174,7 +174,8 @@ impl StoreConfig {
     /// The Qdrant API key from `api_key` or `api_key_file`, if any.
     pub fn resolved_api_key(&self) -> Result<Option<String>, ConfigError> {
         if let Some(key) = &self.api_key {
-            return Ok(Some(key.expose().to_string()));
+            // An empty ADREC_STORE__API_KEY means "no key", not an empty header.
+            return Ok(Some(key.expose().trim().to_string()).filter(|k| !k.is_empty()));
         }
         let Some(path) = &self.api_key_file else { return Ok(None) };
         let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Invalid {

@@ -128,7 +128,7 @@ impl QdrantStore {
     /// [`QdrantStore::connect`] from synchronous code, even inside a Tokio
     /// runtime: the checks run on a private thread and runtime (as the
     /// client's own builder does), and the returned client connects lazily on
-    /// the caller's runtime.
+    /// the caller's runtime. Blocks the calling thread meanwhile (startup only).
     pub fn connect_blocking(settings: &QdrantSettings) -> Result<Self, StoreError> {
         std::thread::scope(|scope| {
             scope
