@@ -51,6 +51,33 @@ pub fn open_stores(
             let ads = EdgeStore::open(&base.join("ads"), dim)?;
             Ok((Arc::new(products), Arc::new(ads)))
         }
+        StoreKind::Qdrant => {
+            use crate::store::qdrant::{IndexKind, QdrantStore, collection_name};
+            let st = &config.store;
+            let settings = |role: &str, indexes: Vec<(String, IndexKind)>| -> Result<_> {
+                Ok(crate::store::qdrant::QdrantSettings {
+                    url: st.url.clone(),
+                    api_key: st.resolved_api_key()?,
+                    collection: collection_name(&st.collection_prefix, model_id, role),
+                    dim,
+                    timeout: std::time::Duration::from_millis(st.timeout_ms),
+                    connect_timeout: std::time::Duration::from_millis(st.connect_timeout_ms),
+                    indexes,
+                })
+            };
+            // Index the product fields ad filters match on (records::store_filter).
+            let mut indexes = vec![("in_stock".to_string(), IndexKind::Bool)];
+            indexes.extend(st.indexed_attributes.iter().map(|(name, kind)| {
+                let kind = match kind {
+                    crate::config::AttributeKind::Keyword => IndexKind::Keyword,
+                    crate::config::AttributeKind::Integer => IndexKind::Integer,
+                };
+                (format!("attributes.{name}"), kind)
+            }));
+            let products = QdrantStore::connect_blocking(&settings("products", indexes)?)?;
+            let ads = QdrantStore::connect_blocking(&settings("ads", Vec::new())?)?;
+            Ok((Arc::new(products), Arc::new(ads)))
+        }
     }
 }
 

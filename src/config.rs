@@ -136,14 +136,88 @@ impl Default for SinkConfig {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct StoreConfig {
-    /// `edge` (embedded Qdrant engine under `data_dir/store`).
+    /// `edge` (embedded Qdrant engine under `data_dir/store`) or `qdrant` (a Qdrant server).
     pub kind: StoreKind,
+    /// Qdrant gRPC endpoint (`kind = "qdrant"`); `https://` turns on TLS.
+    pub url: String,
+    /// Qdrant API key; prefer `ADREC_STORE__API_KEY` or `api_key_file`. Never printed.
+    pub api_key: Option<Secret>,
+    /// File holding the Qdrant API key (e.g. a mounted secret); surrounding whitespace is ignored.
+    pub api_key_file: Option<PathBuf>,
+    /// Collections are `<prefix><model id>_products` and `<prefix><model id>_ads`.
+    pub collection_prefix: String,
+    /// Deadline of one Qdrant request, milliseconds.
+    pub timeout_ms: u64,
+    /// Deadline for connecting to Qdrant, milliseconds.
+    pub connect_timeout_ms: u64,
+    /// Product attributes ad filters use, to index in Qdrant: name → `keyword` or `integer`
+    /// (`in_stock` is always indexed).
+    pub indexed_attributes: std::collections::BTreeMap<String, AttributeKind>,
 }
 
 impl Default for StoreConfig {
     fn default() -> Self {
-        Self { kind: StoreKind::Edge }
+        Self {
+            kind: StoreKind::Edge,
+            url: "http://localhost:6334".into(),
+            api_key: None,
+            api_key_file: None,
+            collection_prefix: "adrec_".into(),
+            timeout_ms: 30_000,
+            connect_timeout_ms: 5_000,
+            indexed_attributes: Default::default(),
+        }
     }
+}
+
+impl StoreConfig {
+    /// The Qdrant API key from `api_key` or `api_key_file`, if any.
+    pub fn resolved_api_key(&self) -> Result<Option<String>, ConfigError> {
+        if let Some(key) = &self.api_key {
+            // An empty ADREC_STORE__API_KEY means "no key", not an empty header.
+            return Ok(Some(key.expose().trim().to_string()).filter(|k| !k.is_empty()));
+        }
+        let Some(path) = &self.api_key_file else { return Ok(None) };
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Invalid {
+            key: "store.api_key_file",
+            reason: format!("cannot read {}: {e}", path.display()),
+        })?;
+        Ok(Some(text.trim().to_string()).filter(|k| !k.is_empty()))
+    }
+}
+
+/// A secret string: deserialized normally, shown and serialized as `<redacted>`.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    /// The secret itself (only for sending it where it belongs).
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+impl Serialize for Secret {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str("<redacted>")
+    }
+}
+
+/// Type of an indexed product attribute.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AttributeKind {
+    /// String values.
+    Keyword,
+    /// Integer values.
+    Integer,
 }
 
 /// Which vector store to use.
@@ -152,6 +226,8 @@ impl Default for StoreConfig {
 pub enum StoreKind {
     /// In-process Qdrant engine on local disk.
     Edge,
+    /// A Qdrant server (or cluster) over gRPC.
+    Qdrant,
 }
 
 /// Model files and inference settings.
@@ -420,6 +496,18 @@ impl Config {
         if k.commit_interval_ms == 0 || k.session_timeout_ms == 0 || k.create_partitions < 1 {
             return invalid("kafka", "commit_interval_ms, session_timeout_ms and create_partitions must be positive");
         }
+        let st = &self.store;
+        if st.kind == StoreKind::Qdrant {
+            if !(st.url.starts_with("http://") || st.url.starts_with("https://")) {
+                return invalid("store.url", "must be the Qdrant gRPC endpoint, http://host:6334 or https://host:6334");
+            }
+            if st.api_key.is_some() && st.api_key_file.is_some() {
+                return invalid("store.api_key", "set either store.api_key or store.api_key_file, not both");
+            }
+            if st.timeout_ms == 0 || st.connect_timeout_ms == 0 {
+                return invalid("store", "timeout_ms and connect_timeout_ms must be positive");
+            }
+        }
         Ok(())
     }
 
@@ -471,6 +559,36 @@ mod tests {
         std::fs::write(&path, "[fetch]\ntimeout = 5\n").expect("write");
         let err = Config::load(&path).expect_err("unknown key");
         assert!(err.to_string().contains("timeout"), "{err}");
+    }
+
+    #[test]
+    fn qdrant_api_key_from_env_is_never_printed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, "[store]\nkind = \"qdrant\"\nurl = \"http://qdrant:6334\"\n").expect("write");
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("ADREC_STORE__API_KEY", "s3cret-key");
+            let c = Config::load(&path).expect("load");
+            assert_eq!(c.store.resolved_api_key().expect("key").as_deref(), Some("s3cret-key"));
+            assert!(!c.to_toml().contains("s3cret"), "{}", c.to_toml());
+            assert!(!format!("{c:?}").contains("s3cret"));
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn qdrant_api_key_from_file_and_url_checked() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let key = dir.path().join("key");
+        std::fs::write(&key, "from-file\n").expect("write");
+        let mut c = Config::default();
+        c.store.kind = StoreKind::Qdrant;
+        c.store.api_key_file = Some(key);
+        c.validate().expect("valid");
+        assert_eq!(c.store.resolved_api_key().expect("key").as_deref(), Some("from-file"));
+        c.store.url = "qdrant:6334".into();
+        let err = c.validate().expect_err("no scheme");
+        assert!(err.to_string().contains("store.url"), "{err}");
     }
 
     #[test]
