@@ -106,7 +106,11 @@ pub fn evaluate(vectors: &[(String, Vec<f32>)], labels: &[LabelledPhoto], k: usi
     });
     let mean = |m: usize| {
         let rows: Vec<[f64; 3]> = per_query.iter().filter_map(|r| r[m]).collect();
-        let n = rows.len().max(1) as f64;
+        if rows.is_empty() {
+            // (An empty float sum is -0.0, which would print as "-0.0000".)
+            return Scores::default();
+        }
+        let n = rows.len() as f64;
         Scores {
             queries: rows.len(),
             recall_at_k: rows.iter().map(|r| r[0]).sum::<f64>() / n,

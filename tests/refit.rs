@@ -25,7 +25,7 @@ fn unit(mut v: Vec<f32>) -> Vec<f32> {
 }
 
 /// A raw vector near one of a few cluster centres (head and colour tail alike).
-fn raw_vector(rng: &mut StdRng, dim: usize, centres: &[Vec<f32>]) -> Vec<f32> {
+fn raw_vector(rng: &mut StdRng, centres: &[Vec<f32>]) -> Vec<f32> {
     let c = &centres[rng.random_range(0..centres.len())];
     unit(c.iter().map(|x| x + rng.random_range(-0.5..0.5f32)).collect())
 }
@@ -119,11 +119,11 @@ async fn refit_moves_everything_into_the_new_space_and_keeps_lists_exact() {
         .await
         .expect("load");
         for (i, filter) in [None, Some(true), None].into_iter().enumerate() {
-            let a = ad(&format!("ad{i}"), raw_vector(&mut rng, raw.dim, &centres), 5, filter, space.id());
+            let a = ad(&format!("ad{i}"), raw_vector(&mut rng, &centres), 5, filter, space.id());
             r.upsert_ad(a).await.expect("ad");
         }
         for i in 0..80 {
-            let p = product(&format!("p{i:03}"), raw_vector(&mut rng, raw.dim, &centres), i % 4 != 0, space.id());
+            let p = product(&format!("p{i:03}"), raw_vector(&mut rng, &centres), i % 4 != 0, space.id());
             stores.products.upsert(vec![p.to_point()]).await.expect("upsert");
             r.product_upserted(&p).await.expect("product");
         }
@@ -156,7 +156,7 @@ async fn refit_moves_everything_into_the_new_space_and_keeps_lists_exact() {
         .expect("load");
         for i in 80..90 {
             let id = format!("p{i:03}");
-            let v = writer.adapt(Entity::Product, &id, raw_vector(&mut rng, raw.dim, &centres)).await.expect("adapt");
+            let v = writer.adapt(Entity::Product, &id, raw_vector(&mut rng, &centres)).await.expect("adapt");
             let p = product(&id, v, true, space.id());
             stores.products.upsert(vec![p.to_point()]).await.expect("upsert");
             r.product_upserted(&p).await.expect("product");
