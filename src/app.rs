@@ -81,7 +81,15 @@ pub fn open_stores(
     }
 }
 
-fn sanitize(id: &str) -> String {
+/// Product and ad stores of the embedding space in use (identity until `adrec refit`).
+pub fn open_current_stores(config: &Config) -> Result<(Arc<dyn VectorStore>, Arc<dyn VectorStore>)> {
+    let space = crate::adapt::current_space(config, &crate::adapt::raw_spec(config)?)?;
+    let stores = crate::adapt::open_space(config, &space)?;
+    Ok((stores.products, stores.ads))
+}
+
+/// A model or space id as a directory name.
+pub fn sanitize(id: &str) -> String {
     id.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.' { c } else { '_' }).collect()
 }
 
@@ -130,18 +138,16 @@ pub struct RunReport {
 
 /// Run the worker with `config` until its input ends or `shutdown` fires.
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<RunReport> {
-    let embedder = load_embedder(&config)?;
-    let (products, ads_store) = open_stores(&config, embedder.model_id(), embedder.dim())?;
+    // The catalogue-adapted space in use (README "Recommendation quality").
+    let embedder = crate::adapt::configured_embedder(&config, load_embedder(&config)?);
+    let space = crate::adapt::current_space(&config, &crate::adapt::raw_spec(&config)?)?;
+    let stores = crate::adapt::open_space(&config, &space)?;
+    let (products, ads_store, space_writer) = (stores.products.clone(), stores.ads.clone(), stores.writer());
     let output_dir = config.output_dir();
     let (sink, mut source) = open_io(&config).await?;
-    let mut recommender = Recommender::load(
-        products.clone(),
-        ads_store,
-        sink.clone(),
-        config.recommend.clone(),
-        embedder.model_id().to_string(),
-    )
-    .await?;
+    let mut recommender =
+        Recommender::load(products.clone(), ads_store, sink.clone(), config.recommend.clone(), space.id().to_string())
+            .await?;
     if config.source.kind == Backend::Kafka {
         // Lists are written by the owner of their ad's partition only.
         recommender.own_nothing();
@@ -149,7 +155,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<RunRepor
     let fetcher = Fetcher::new(&config.fetch)?;
     let store_dir = config.store_dir();
     tracing::info!(
-        model = embedder.model_id(),
+        model = space.id(),
         input = %config.source.input.display(),
         output = %output_dir.display(),
         store = %store_dir.display(),
@@ -160,7 +166,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<RunRepor
         crate::http::serve(&config.http.listen, ready.clone()).await;
     }
     ready.set(true);
-    let mut pipeline = Pipeline::new(config, fetcher, embedder, products, sink, recommender);
+    let mut pipeline = Pipeline::new(config, fetcher, embedder, products, sink, recommender).with_space(space_writer);
     pipeline.run(source.as_mut(), shutdown).await?;
     let stats = pipeline.stats.clone();
     tracing::info!(?stats, "adrec worker stopped");

@@ -53,6 +53,52 @@ pub struct Config {
     pub kafka: KafkaConfig,
     /// Operator HTTP endpoints.
     pub http: HttpConfig,
+    /// Catalogue-adapted embedding (colour features, fitted whitening).
+    pub adapt: AdaptConfig,
+    /// `adrec backfill` settings.
+    pub backfill: BackfillConfig,
+}
+
+/// Catalogue-adapted embedding: what is added to the model's features and
+/// how `adrec refit` fits its transform. Changing a key changes the space id.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AdaptConfig {
+    /// Weight of the foreground colour histogram next to the model features
+    /// (0 = model features only).
+    pub colour_weight: f32,
+    /// Histogram bins per RGB channel (bins³ values).
+    pub colour_bins: u32,
+    /// Below this many stored products `adrec refit` keeps (or returns to) the identity.
+    pub min_catalogue: usize,
+    /// Principal components the whitening keeps.
+    pub dims: usize,
+    /// Eigenvalue shrinkage toward their mean, 0 (full whitening) to 1 (none).
+    pub shrinkage: f32,
+}
+
+impl Default for AdaptConfig {
+    fn default() -> Self {
+        Self { colour_weight: 1.0, colour_bins: 8, min_catalogue: 1000, dims: 512, shrinkage: 0.1 }
+    }
+}
+
+/// `adrec backfill` settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BackfillConfig {
+    /// Images read and embedded at once (bounds memory).
+    pub concurrency: usize,
+    /// Products written to the store per upsert.
+    pub batch: usize,
+    /// Seconds between progress log lines when stderr is not a terminal.
+    pub log_every_s: u64,
+}
+
+impl Default for BackfillConfig {
+    fn default() -> Self {
+        Self { concurrency: 4, batch: 64, log_every_s: 10 }
+    }
 }
 
 /// Operator HTTP endpoints (`/healthz`, `/readyz`, `/metrics`).
@@ -84,6 +130,8 @@ impl Default for Config {
             log: LogConfig::default(),
             kafka: KafkaConfig::default(),
             http: HttpConfig::default(),
+            adapt: AdaptConfig::default(),
+            backfill: BackfillConfig::default(),
         }
     }
 }
@@ -478,6 +526,18 @@ impl Config {
         }
         if self.source.kind != self.sink.kind {
             return invalid("sink.kind", "must equal source.kind (files with files, kafka with kafka)");
+        }
+        if !(0.0..=1.0).contains(&self.adapt.shrinkage) {
+            return invalid("adapt.shrinkage", "must be between 0 and 1");
+        }
+        if self.adapt.colour_weight < 0.0 || !(2..=16).contains(&self.adapt.colour_bins) {
+            return invalid("adapt", "colour_weight must be >= 0 and colour_bins between 2 and 16");
+        }
+        if self.adapt.dims == 0 || self.backfill.concurrency == 0 || self.backfill.batch == 0 {
+            return invalid(
+                "adapt.dims/backfill",
+                "adapt.dims, backfill.concurrency and backfill.batch must be positive",
+            );
         }
         let k = &self.kafka;
         for map in [&k.properties, &k.consumer_properties, &k.producer_properties] {

@@ -4,6 +4,7 @@
 //! Data flows source → decode (events) → fetch → embed → store → recommend
 //! → sink; `pipeline` wires the stages and `app` builds them from `config`.
 
+pub mod adapt;
 pub mod app;
 pub mod bench;
 pub mod config;
@@ -13,7 +14,9 @@ pub mod events;
 pub mod fetch;
 pub mod http;
 pub mod kafka;
+pub mod ops;
 pub mod pipeline;
+pub mod quality;
 pub mod recommend;
 pub mod records;
 pub mod sink;

@@ -59,10 +59,55 @@ enum Command {
     Bench(BenchCommand),
     /// Validate the config (and Kafka client properties) and print the effective values.
     CheckConfig,
+    /// Embed a catalogue file (product events, one per line; `image_url` may be a
+    /// local path or file:// URL) into the store; resumable. Prints a key=value summary.
+    Backfill {
+        /// The catalogue (e.g. from `adrec catalog-from-dir`).
+        #[arg(long)]
+        catalog: PathBuf,
+    },
+    /// Print one product event per image of a folder (input for `backfill`).
+    CatalogFromDir {
+        /// Folder of JPEG/PNG/WebP images; product id = file stem.
+        dir: PathBuf,
+    },
+    /// Every stored product's top-K most similar other products, as JSON lines.
+    Similar {
+        /// Neighbours per product.
+        #[arg(long, default_value_t = 10)]
+        k: usize,
+        /// Output file.
+        #[arg(long, default_value = "similar.jsonl")]
+        out: PathBuf,
+    },
+    /// Retrieval quality of the stored catalogue against labels (key=value lines).
+    Eval {
+        /// Lines {"product_id", "label", "near_duplicates": [...]}.
+        #[arg(long)]
+        labels: PathBuf,
+        /// The k of recall@k.
+        #[arg(long, default_value_t = 9)]
+        k: usize,
+        /// Score the raw vectors instead of the fitted space's.
+        #[arg(long)]
+        raw: bool,
+    },
+    /// Fit the catalogue-adapted transform on the stored catalogue, move the
+    /// stored vectors into the new space and republish the lists (worker stopped).
+    Refit,
 }
 
 #[derive(Subcommand)]
 enum BenchCommand {
+    /// Embedding cost of the configured (colour-augmented) embedder vs the plain model, same images.
+    ColourCost {
+        /// Folder of JPEG/PNG images.
+        #[arg(long)]
+        images: PathBuf,
+        /// Images used (sorted by name).
+        #[arg(long, default_value_t = 300)]
+        limit: usize,
+    },
     /// Incremental list maintenance vs re-running every ad's query, on seeded
     /// clustered vectors in a brute-force in-memory store. The default scale
     /// (100k ads x 1M products) needs ~4 GB of RAM and several minutes; use
@@ -135,10 +180,58 @@ async fn main() -> Result<()> {
             }
             Ok(())
         }
+        Command::Bench(BenchCommand::ColourCost { images, limit }) => {
+            let config = Config::load(&cli.config)?;
+            let plain = app::load_embedder(&config)?;
+            let adapted = adrec::adapt::configured_embedder(&config, plain.clone());
+            for line in adrec::adapt::cost::compare(&plain, &adapted, &images, limit)? {
+                println!("{line}");
+            }
+            Ok(())
+        }
         Command::CheckConfig => {
             let config = Config::load(&cli.config)?;
             app::check_clients(&config)?;
             print!("{}", config.to_toml());
+            Ok(())
+        }
+        Command::Backfill { catalog } => {
+            let config = Config::load(&cli.config)?;
+            telemetry::init(&config.log);
+            let embedder = adrec::adapt::configured_embedder(&config, app::load_embedder(&config)?);
+            let sink = adrec::ops::open_sink(&config)?;
+            let report = adrec::ops::backfill::backfill(&config, embedder, sink, &catalog)
+                .await
+                .with_context(|| format!("backfilling {}", catalog.display()))?;
+            report.lines().iter().for_each(|l| println!("{l}"));
+            Ok(())
+        }
+        Command::CatalogFromDir { dir } => {
+            for line in adrec::ops::catalog::catalog_from_dir(&dir)? {
+                println!("{line}");
+            }
+            Ok(())
+        }
+        Command::Similar { k, out } => {
+            let config = Config::load(&cli.config)?;
+            let (n, space) = adrec::ops::similar::similar(&config, k, &out).await?;
+            println!("similar.products={n}\nsimilar.k={k}\nsimilar.space={space}\nsimilar.out={}", out.display());
+            Ok(())
+        }
+        Command::Eval { labels, k, raw } => {
+            let config = Config::load(&cli.config)?;
+            for line in adrec::ops::eval::eval(&config, &labels, k, raw).await? {
+                println!("{line}");
+            }
+            Ok(())
+        }
+        Command::Refit => {
+            let config = Config::load(&cli.config)?;
+            telemetry::init(&config.log);
+            let sink = adrec::ops::open_sink(&config)?;
+            let r = adrec::adapt::refit::refit(&config, sink).await?;
+            println!("refit.from={}\nrefit.to={}\nrefit.switched={}", r.from, r.to, r.switched);
+            println!("refit.products={}\nrefit.ads={}\nrefit.lists_rebuilt={}", r.products, r.ads, r.lists);
             Ok(())
         }
         Command::Lists { top } => {

@@ -156,6 +156,8 @@ pub struct Pipeline {
     config: Config,
     /// Counters so far.
     pub stats: Stats,
+    /// Fitted embedding space new vectors are projected into (`None` = the embedder's own).
+    space: Option<Arc<crate::adapt::SpaceWriter>>,
 }
 
 impl Pipeline {
@@ -168,7 +170,32 @@ impl Pipeline {
         sink: Arc<dyn ListSink>,
         recommender: Recommender,
     ) -> Self {
-        Self { fetcher, embedder, products, sink, recommender, config, stats: Stats::default() }
+        Self { fetcher, embedder, products, sink, recommender, config, stats: Stats::default(), space: None }
+    }
+
+    /// Project new embeddings into a fitted space (keeping the raw ones for refits).
+    pub fn with_space(mut self, space: Option<Arc<crate::adapt::SpaceWriter>>) -> Self {
+        self.space = space;
+        self
+    }
+
+    /// Id of the space vectors are written in.
+    fn space_id(&self) -> String {
+        self.space.as_ref().map_or_else(|| self.embedder.model_id().to_string(), |s| s.space_id().to_string())
+    }
+
+    /// Embed an entity's image into the space in use.
+    async fn embed_into_space(
+        &mut self,
+        entity: crate::adapt::Entity,
+        id: &str,
+        url: &str,
+    ) -> Result<Vec<f32>, ProcessError> {
+        let raw = self.embed_url(url).await?;
+        match &self.space {
+            Some(space) => Ok(space.adapt(entity, id, raw).await?),
+            None => Ok(raw),
+        }
     }
 
     /// Consume `source` until it ends or `shutdown` fires; every finished
@@ -381,7 +408,7 @@ impl Pipeline {
     }
 
     async fn upsert_product(&mut self, p: &ProductUpsert) -> Result<Outcome, ProcessError> {
-        let model = self.embedder.model_id().to_string();
+        let model = self.space_id();
         let stored = self.stored_product(&p.product_id).await?;
         if stored.as_ref().is_some_and(|s| s.updated_at > p.updated_at) {
             return Ok(Outcome::Stale);
@@ -389,7 +416,7 @@ impl Pipeline {
         // Same image in the same space: a stock or attribute change needs no re-embed.
         let vector = match stored {
             Some(s) if s.image_url == p.image_url && s.model == model => s.vector,
-            _ => self.embed_url(&p.image_url).await?,
+            _ => self.embed_into_space(crate::adapt::Entity::Product, &p.product_id, &p.image_url).await?,
         };
         let record = ProductRecord {
             product_id: p.product_id.clone(),
@@ -413,20 +440,23 @@ impl Pipeline {
             return Ok(Outcome::Stale);
         }
         self.products.delete(vec![id.to_string()]).await?;
+        if let Some(space) = &self.space {
+            space.forget_product(id).await?;
+        }
         // Also covers a replay after a crash between the delete and the list update.
         let published = self.recommender.product_removed(id).await?;
         Ok(Outcome::Applied { published })
     }
 
     async fn upsert_ad(&mut self, a: &AdUpsert, partition: i32) -> Result<Outcome, ProcessError> {
-        let model = self.embedder.model_id().to_string();
+        let model = self.space_id();
         let previous = self.recommender.ad(&a.ad_id).cloned();
         if previous.as_ref().is_some_and(|s| s.updated_at > a.updated_at) {
             return Ok(Outcome::Stale);
         }
         let vector = match &previous {
             Some(s) if s.image_url == a.image_url && s.model == model => s.vector.clone(),
-            _ => self.embed_url(&a.image_url).await?,
+            _ => self.embed_into_space(crate::adapt::Entity::Ad, &a.ad_id, &a.image_url).await?,
         };
         let ad = AdRecord {
             ad_id: a.ad_id.clone(),

@@ -15,8 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 /// Stored products and ads, read back from the store after a run.
 async fn stored(config: &Config) -> (Vec<ProductRecord>, Vec<AdRecord>) {
-    let embedder = app::load_embedder(config).expect("model");
-    let (products, ads) = app::open_stores(config, embedder.model_id(), embedder.dim()).expect("stores");
+    let (products, ads) = app::open_current_stores(config).expect("stores");
     let products = products.scroll_all(true).await.expect("scroll products");
     let ads = ads.scroll_all(true).await.expect("scroll ads");
     (

@@ -204,8 +204,7 @@ async fn wait_exit(child: &mut Child, limit: Duration, world: &World, n: usize) 
 /// Stored products and live ads of a worker's embedded store (worker stopped).
 /// Products: the whole catalogue (every worker reads all product partitions).
 async fn stored(config: &Config) -> (Vec<ProductRecord>, Vec<AdRecord>) {
-    let embedder = app::load_embedder(config).expect("model");
-    let (products, ads) = app::open_stores(config, embedder.model_id(), embedder.dim()).expect("stores");
+    let (products, ads) = app::open_current_stores(config).expect("stores");
     (
         products.scroll_all(true).await.expect("scroll").into_iter().filter_map(ProductRecord::from_point).collect(),
         ads.scroll_all(true)
