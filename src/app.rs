@@ -105,8 +105,21 @@ pub struct RunReport {
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<RunReport> {
     let embedder = load_embedder(&config)?;
     let (products, ads_store) = open_stores(&config, embedder.model_id(), embedder.dim())?;
+    let products = crate::store::metered::MeteredStore::wrap(products, "products");
+    let ads_store = crate::store::metered::MeteredStore::wrap(ads_store, "ads");
     let output_dir = config.output_dir();
-    let (sink, mut source) = open_io(&config).await?;
+    let (sink, source) = open_io(&config).await?;
+    let mut source: Box<dyn EventSource> = Box::new(crate::source::metered::MeteredSource::new(source));
+    // The preview's live view sees every list the sink accepted, seeded with what it already holds.
+    let live = crate::preview::view::LiveLists::default();
+    if config.sink.kind == Backend::Files {
+        live.seed(FileSink::open(&output_dir)?.stored_lists());
+    }
+    let sink: Arc<dyn ListSink> = Arc::new(crate::sink::live::LiveSink::new(
+        Arc::new(crate::sink::metered::MeteredSink::new(sink)),
+        live.clone(),
+    ));
+    let ads_store_view = ads_store.clone();
     let mut recommender = Recommender::load(
         products.clone(),
         ads_store,
@@ -130,7 +143,9 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<RunRepor
     );
     let ready = crate::http::Readiness::default();
     if !config.http.listen.is_empty() {
-        crate::http::serve(&config.http.listen, ready.clone()).await;
+        let catalog = Arc::new(crate::preview::catalog::StoreCatalog::new(products.clone(), ads_store_view.clone()));
+        let preview = crate::preview::router(live.clone(), catalog);
+        crate::http::serve_with(&config.http.listen, ready.clone(), preview).await;
     }
     ready.set(true);
     let mut pipeline = Pipeline::new(config, fetcher, embedder, products, sink, recommender);

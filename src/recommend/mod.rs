@@ -205,10 +205,16 @@ impl Recommender {
     pub async fn rebuild(&mut self) -> Result<usize, RecommendError> {
         let missing: Vec<AdRecord> =
             self.live_ads().filter(|a| !self.buffers.contains_key(&a.ad_id)).cloned().collect();
+        let mut progress =
+            (!missing.is_empty()).then(|| crate::progress::Progress::start("rebuilding ad lists", missing.len()));
         for ad in &missing {
             let buffer = self.fill(ad).await?;
             self.buffers.insert(ad.ad_id.clone(), buffer);
+            if let Some(p) = progress.as_mut() {
+                p.advance(1);
+            }
         }
+        drop(progress);
         let ids: Vec<String> = missing.into_iter().map(|a| a.ad_id).collect();
         self.settle(&ids).await?;
         Ok(ids.len())

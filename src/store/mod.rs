@@ -8,6 +8,7 @@
 
 pub mod edge;
 pub mod memory;
+pub mod metered;
 
 use async_trait::async_trait;
 use serde_json::{Map, Value};
