@@ -143,7 +143,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<RunRepor
     );
     let ready = crate::http::Readiness::default();
     if !config.http.listen.is_empty() {
-        let catalog = Arc::new(crate::preview::catalog::StoreCatalog::new(products.clone(), ads_store_view.clone()));
+        let catalog = Arc::new(crate::preview::catalog::StoreCatalog::new(&products, &ads_store_view));
         let preview = crate::preview::router(live.clone(), catalog);
         crate::http::serve_with(&config.http.listen, ready.clone(), preview).await;
     }

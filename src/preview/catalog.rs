@@ -2,7 +2,7 @@
 //! product's title and current stock state, looked up in the vector store.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -38,22 +38,27 @@ pub trait Catalog: Send + Sync {
 }
 
 /// [`Catalog`] over the worker's product and ad collections (payloads only, no vectors).
+///
+/// Holds weak references: the page must not keep a store open after the
+/// worker's run has ended (an embedded store locks its directory and flushes
+/// when dropped). Once the stores are gone, lookups find nothing.
 pub struct StoreCatalog {
-    products: Arc<dyn VectorStore>,
-    ads: Arc<dyn VectorStore>,
+    products: Weak<dyn VectorStore>,
+    ads: Weak<dyn VectorStore>,
 }
 
 impl StoreCatalog {
-    /// Read from these collections.
-    pub fn new(products: Arc<dyn VectorStore>, ads: Arc<dyn VectorStore>) -> Self {
-        Self { products, ads }
+    /// Read from these collections while they are open.
+    pub fn new(products: &Arc<dyn VectorStore>, ads: &Arc<dyn VectorStore>) -> Self {
+        Self { products: Arc::downgrade(products), ads: Arc::downgrade(ads) }
     }
 }
 
 #[async_trait]
 impl Catalog for StoreCatalog {
     async fn products(&self, ids: Vec<String>) -> Result<BTreeMap<String, ProductInfo>, StoreError> {
-        let points = self.products.retrieve(ids, false).await?;
+        let Some(store) = self.products.upgrade() else { return Ok(BTreeMap::new()) };
+        let points = store.retrieve(ids, false).await?;
         Ok(points
             .into_iter()
             .filter_map(ProductRecord::from_point)
@@ -62,7 +67,8 @@ impl Catalog for StoreCatalog {
     }
 
     async fn ads(&self, ids: Vec<String>) -> Result<BTreeMap<String, AdInfo>, StoreError> {
-        let points = self.ads.retrieve(ids, false).await?;
+        let Some(store) = self.ads.upgrade() else { return Ok(BTreeMap::new()) };
+        let points = store.retrieve(ids, false).await?;
         Ok(points
             .into_iter()
             .filter_map(AdRecord::from_point)
