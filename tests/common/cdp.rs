@@ -30,7 +30,7 @@ pub fn find_chromium() -> PathBuf {
     }
     panic!(
         "headless Chromium is required by the browser test and was not found on PATH. \
-         Fix: run `scripts/setup` (installs Debian's `chromium`), or `apt-get install -y chromium`, \
+         Fix: `apt-get install -y chromium` (scripts/test does this), \
          or set CHROMIUM=/path/to/chromium"
     );
 }
