@@ -142,9 +142,22 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<RunRepor
     let embedder = crate::adapt::configured_embedder(&config, load_embedder(&config)?);
     let space = crate::adapt::current_space(&config, &crate::adapt::raw_spec(&config)?)?;
     let stores = crate::adapt::open_space(&config, &space)?;
-    let (products, ads_store, space_writer) = (stores.products.clone(), stores.ads.clone(), stores.writer());
+    let space_writer = stores.writer();
+    let products = crate::store::metered::MeteredStore::wrap(stores.products.clone(), "products");
+    let ads_store = crate::store::metered::MeteredStore::wrap(stores.ads.clone(), "ads");
     let output_dir = config.output_dir();
-    let (sink, mut source) = open_io(&config).await?;
+    let (sink, source) = open_io(&config).await?;
+    let mut source: Box<dyn EventSource> = Box::new(crate::source::metered::MeteredSource::new(source));
+    // The preview's live view sees every list the sink accepted, seeded with what it already holds.
+    let live = crate::preview::view::LiveLists::default();
+    if config.sink.kind == Backend::Files {
+        live.seed(FileSink::open(&output_dir)?.stored_lists());
+    }
+    let sink: Arc<dyn ListSink> = Arc::new(crate::sink::live::LiveSink::new(
+        Arc::new(crate::sink::metered::MeteredSink::new(sink)),
+        live.clone(),
+    ));
+    let ads_store_view = ads_store.clone();
     let mut recommender =
         Recommender::load(products.clone(), ads_store, sink.clone(), config.recommend.clone(), space.id().to_string())
             .await?;
@@ -163,7 +176,9 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<RunRepor
     );
     let ready = crate::http::Readiness::default();
     if !config.http.listen.is_empty() {
-        crate::http::serve(&config.http.listen, ready.clone()).await;
+        let catalog = Arc::new(crate::preview::catalog::StoreCatalog::new(&products, &ads_store_view));
+        let preview = crate::preview::router(live.clone(), catalog);
+        crate::http::serve_with(&config.http.listen, ready.clone(), preview).await;
     }
     ready.set(true);
     let mut pipeline = Pipeline::new(config, fetcher, embedder, products, sink, recommender).with_space(space_writer);

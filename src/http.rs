@@ -39,12 +39,18 @@ async fn metrics() -> (StatusCode, String) {
 /// Bind `listen` and serve in the background; returns the bound address.
 /// A bind failure is reported, not fatal: the worker's job is the stream.
 pub async fn serve(listen: &str, ready: Readiness) -> Option<SocketAddr> {
+    serve_with(listen, ready, Router::new()).await
+}
+
+/// [`serve`] with more routes beside the operator endpoints (the preview page).
+pub async fn serve_with(listen: &str, ready: Readiness, extra: Router) -> Option<SocketAddr> {
     crate::telemetry::prometheus();
     let app = Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
-        .with_state(ready);
+        .with_state(ready)
+        .merge(extra);
     let listener = match tokio::net::TcpListener::bind(listen).await {
         Ok(l) => l,
         Err(e) => {
@@ -58,6 +64,6 @@ pub async fn serve(listen: &str, ready: Readiness) -> Option<SocketAddr> {
             tracing::warn!(error = %e, "HTTP server stopped");
         }
     });
-    tracing::info!(%addr, "serving /healthz, /readyz, /metrics");
+    tracing::info!(%addr, "serving /healthz, /readyz, /metrics and the preview page (/)");
     Some(addr)
 }

@@ -44,7 +44,9 @@ pub fn consumer_config(k: &KafkaConfig, group: &str) -> ClientConfig {
         .set("auto.offset.reset", "earliest")
         .set("session.timeout.ms", k.session_timeout_ms.to_string())
         .set("heartbeat.interval.ms", (k.session_timeout_ms / 6).max(100).to_string())
-        .set("isolation.level", "read_committed");
+        .set("isolation.level", "read_committed")
+        // Feeds adrec_consumer_lag (source/lag.rs); overridable below.
+        .set("statistics.interval.ms", "5000");
     for (key, value) in &k.consumer_properties {
         c.set(key, value);
     }

@@ -21,6 +21,9 @@ struct Cli {
     /// (nested keys with `__`, e.g. ADREC_FETCH__TIMEOUT_MS=2000).
     #[arg(long, short, global = true, default_value = DEFAULT_CONFIG, env = "ADREC_CONFIG")]
     config: PathBuf,
+    /// Log one JSON object per line (same as `log.json = true`); filters come from `RUST_LOG` or `log.level`.
+    #[arg(long, global = true)]
+    log_json: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -244,6 +247,7 @@ async fn main() -> Result<()> {
             if let Some(input) = input {
                 config.source.input = input;
             }
+            config.log.json |= cli.log_json;
             telemetry::init(&config.log);
             let shutdown = CancellationToken::new();
             app::cancel_on_signals(shutdown.clone());

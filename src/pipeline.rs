@@ -287,13 +287,13 @@ impl Pipeline {
                         Outcome::Applied { published } => {
                             self.stats.applied += 1;
                             self.stats.lists_published += *published as u64;
-                            telemetry::record_done(stream, "applied");
+                            telemetry::record_done(stream, &record.topic, event.type_name(), "applied");
                             telemetry::list_published(*published);
                             telemetry::store_queries(self.recommender.store_queries);
                         }
                         Outcome::Stale => {
                             self.stats.stale += 1;
-                            telemetry::record_done(stream, "stale");
+                            telemetry::record_done(stream, &record.topic, event.type_name(), "stale");
                             tracing::info!(id = event.entity_id(), r#type = event.type_name(), "ignored stale event");
                         }
                         Outcome::DeadLettered(_) => {}
@@ -349,7 +349,8 @@ impl Pipeline {
         reason: String,
         shutdown: &CancellationToken,
     ) -> Result<Option<Outcome>, PipelineError> {
-        tracing::warn!(topic = %record.topic, offset = record.offset, reason = %reason, "dead-lettering record");
+        let id = crate::peek::entity_id(record);
+        tracing::warn!(%id, topic = %record.topic, offset = record.offset, reason = %reason, "dead-lettering record");
         let letter = DeadLetter { error: reason.clone(), record: record.clone() };
         let mut delays = self.backoff();
         loop {
@@ -357,7 +358,7 @@ impl Pipeline {
                 Ok(()) => break,
                 Err(e) => {
                     let delay = delays.next().unwrap_or(Duration::from_millis(self.config.retry.max_ms));
-                    tracing::warn!(error = %e, "cannot write dead letter, retrying");
+                    tracing::warn!(%id, error = %e, "cannot write dead letter, retrying");
                     if !sleep_unless_shutdown(delay, shutdown).await {
                         return Ok(None);
                     }
@@ -365,7 +366,7 @@ impl Pipeline {
             }
         }
         self.stats.dead_lettered += 1;
-        telemetry::record_done(stream_name(record), "dead_lettered");
+        telemetry::record_done(stream_name(record), &record.topic, crate::peek::type_label(record), "dead_lettered");
         Ok(Some(Outcome::DeadLettered(reason)))
     }
 

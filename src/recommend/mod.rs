@@ -240,9 +240,14 @@ impl Recommender {
         if missing.len() >= SCAN_REBUILD_MIN_ADS {
             self.rebuild_by_scan(&missing).await?;
         } else {
+            let mut progress =
+                (!missing.is_empty()).then(|| crate::progress::Progress::start("rebuilding ad lists", missing.len()));
             for ad in &missing {
                 let buffer = self.fill(ad).await?;
                 self.index.insert(&ad.ad_id, &ad.vector, buffer);
+                if let Some(p) = progress.as_mut() {
+                    p.advance(1);
+                }
             }
         }
         let ids: Vec<String> = missing.into_iter().map(|a| a.ad_id).collect();
@@ -263,14 +268,14 @@ impl Recommender {
         self.store_queries += 1;
         let total = products.len();
         let started = std::time::Instant::now();
-        for (i, point) in products.into_iter().enumerate() {
+        let mut progress = crate::progress::Progress::start("rebuilding ad lists (catalogue scan)", total);
+        for point in products {
             if let Some(product) = ProductRecord::from_point(point) {
                 enter_buffers(&mut fresh, &self.ads, &product);
             }
-            if (i + 1) % 100_000 == 0 {
-                tracing::info!(products = i + 1, total, ads = missing.len(), "rebuilding lists");
-            }
+            progress.advance(1);
         }
+        drop(progress);
         tracing::info!(
             products = total,
             ads = missing.len(),

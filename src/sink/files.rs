@@ -43,6 +43,26 @@ impl FileSink {
         self.dir.join("dlq.jsonl")
     }
 
+    /// The latest list of every ad (`lists/<ad>.json`), e.g. to seed the preview at start.
+    /// Unreadable files are skipped with a warning: they are outputs, not state.
+    pub fn stored_lists(&self) -> Vec<RecommendationList> {
+        let Ok(entries) = std::fs::read_dir(self.dir.join("lists")) else { return Vec::new() };
+        let mut lists = Vec::new();
+        for path in entries.filter_map(|e| e.ok().map(|e| e.path())) {
+            if path.extension().is_none_or(|x| x != "json") {
+                continue;
+            }
+            match std::fs::read(&path)
+                .map_err(|e| e.to_string())
+                .and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string()))
+            {
+                Ok(list) => lists.push(list),
+                Err(e) => tracing::warn!(path = %path.display(), error = %e, "skipping unreadable list file"),
+            }
+        }
+        lists
+    }
+
     fn append(&self, path: &Path, value: &serde_json::Value) -> Result<(), SinkError> {
         let err = |e: std::io::Error| SinkError::Unavailable(format!("{}: {e}", path.display()));
         let mut line = serde_json::to_vec(value).map_err(|e| SinkError::Unavailable(e.to_string()))?;
@@ -126,6 +146,9 @@ mod tests {
         sink.publish("a/../b", 0, Some(&list)).await.expect("publish");
         assert!(sink.list_path("a/../b").starts_with(dir.path().join("lists")));
         assert!(sink.list_path("a/../b").exists());
+        std::fs::write(dir.path().join("lists/broken.json"), "{").expect("write");
+        let stored = sink.stored_lists();
+        assert_eq!(stored, vec![list.clone()], "the list is read back, the broken file skipped");
         sink.publish("a/../b", 0, None).await.expect("tombstone");
         assert!(!sink.list_path("a/../b").exists());
         let log = std::fs::read_to_string(sink.log_path()).expect("log");

@@ -2,6 +2,8 @@
 
 pub mod files;
 pub mod kafka;
+pub mod live;
+pub mod metered;
 
 use std::collections::BTreeMap;
 

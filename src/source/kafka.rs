@@ -23,6 +23,7 @@ use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
 use super::commit::{CommitTracker, TopicPartition};
+use super::lag::LagContext;
 use super::{EventSource, OwnershipChange, SourceError, SourceRecord};
 use crate::config::KafkaConfig;
 use crate::events::Stream;
@@ -37,7 +38,11 @@ struct Ownership {
     assigned_at: Arc<Mutex<Option<Instant>>>,
 }
 
-impl ClientContext for Ownership {}
+impl ClientContext for Ownership {
+    fn stats(&self, statistics: rdkafka::Statistics) {
+        super::lag::report(&statistics);
+    }
+}
 
 impl ConsumerContext for Ownership {
     fn pre_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
@@ -89,7 +94,7 @@ pub fn worker_id(data_dir: &Path) -> Result<String, SourceError> {
 /// Reads product and ad events from Kafka.
 pub struct KafkaSource {
     ads: StreamConsumer<Ownership>,
-    products: StreamConsumer,
+    products: StreamConsumer<LagContext>,
     tracker: CommitTracker,
     changes: Arc<Mutex<Vec<OwnershipChange>>>,
     assigned_at: Arc<Mutex<Option<Instant>>>,
@@ -113,8 +118,9 @@ impl KafkaSource {
         ads.subscribe(&[&k.ads_topic]).map_err(|e| KafkaSetupError::Config(format!("cannot subscribe: {e}")))?;
 
         let worker = worker_id(data_dir).map_err(|e| KafkaSetupError::Config(e.to_string()))?;
-        let products: StreamConsumer =
-            consumer_config(&format!("{}.products.{worker}", k.group_id)).create().map_err(setup_error)?;
+        let products: StreamConsumer<LagContext> = consumer_config(&format!("{}.products.{worker}", k.group_id))
+            .create_with_context(LagContext)
+            .map_err(setup_error)?;
         let meta = products
             .fetch_metadata(Some(&k.products_topic), Duration::from_secs(10))
             .map_err(|e| KafkaSetupError::Config(format!("cannot read metadata of `{}`: {e}", k.products_topic)))?;

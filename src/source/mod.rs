@@ -3,6 +3,8 @@
 pub mod commit;
 pub mod files;
 pub mod kafka;
+pub mod lag;
+pub mod metered;
 
 use async_trait::async_trait;
 

@@ -8,6 +8,7 @@
 
 pub mod edge;
 pub mod memory;
+pub mod metered;
 pub mod qdrant;
 
 use async_trait::async_trait;

@@ -4,6 +4,9 @@
 #![allow(dead_code)]
 
 pub mod broker;
+pub mod cdp;
+pub mod prom;
+pub mod worker;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
