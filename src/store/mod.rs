@@ -7,6 +7,7 @@
 //! duplicates.
 
 pub mod edge;
+pub mod faults;
 pub mod memory;
 
 use async_trait::async_trait;

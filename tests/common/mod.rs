@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod broker;
+pub mod kafka;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
