@@ -399,7 +399,10 @@ fn spawn_worker(dir: &Path, config: &Config, name: &str) -> Child {
     let path = dir.join(format!("{name}.toml"));
     std::fs::write(&path, config.to_toml()).expect("write config");
     let log = std::fs::File::create(dir.join(format!("{name}.log"))).expect("log file");
-    Command::new(env!("CARGO_BIN_EXE_adrec"))
+    // ADREC_TEST_BIN: run a copy of the binary (the shared build directory's
+    // `adrec` may be replaced by another checkout's build mid-test).
+    let bin = std::env::var_os("ADREC_TEST_BIN").unwrap_or_else(|| env!("CARGO_BIN_EXE_adrec").into());
+    Command::new(bin)
         .args(["run", "--config"])
         .arg(&path)
         .env("RUST_LOG", "adrec=info")

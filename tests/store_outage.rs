@@ -120,7 +120,8 @@ async fn store_outages_are_waited_out_nothing_skipped_lists_exact() {
     println!(
         "store_outage.events={events} store_outage.store_calls={} store_outage.injected_failures={} store_outage.retries={} store_outage.stats={stats:?}",
         schedule.calls(),
-        schedule.injected()
+        schedule.injected(),
+        stats.retries
     );
     assert_eq!(schedule.injected(), scheduled, "every scheduled outage struck mid-stream");
     assert!(stats.retries >= scheduled, "each failed call was retried ({} retries)", stats.retries);
