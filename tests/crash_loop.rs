@@ -9,7 +9,7 @@
 //! top-k over the final catalogue (or a tombstone for a deleted ad).
 //!
 //! `ADREC_CRASH_ROUNDS` (default 10) sets the number of kills,
-//! `ADREC_CRASH_SEED` the seed. The worker's data dir is on /dev/shm when
+//! `ADREC_CRASH_SEED` the seed, `ADREC_CRASH_BIN` the binary to run. The worker's data dir is on /dev/shm when
 //! it exists: a SIGKILL loses the process, never the page cache, so tmpfs
 //! changes nothing about what survives and keeps fsync off the clock.
 
@@ -399,10 +399,17 @@ fn spawn_worker(dir: &Path, config: &Config, name: &str) -> Child {
     let path = dir.join(format!("{name}.toml"));
     std::fs::write(&path, config.to_toml()).expect("write config");
     let log = std::fs::File::create(dir.join(format!("{name}.log"))).expect("log file");
-    // ADREC_TEST_BIN: run a copy of the binary (the shared build directory's
+    // ADREC_CRASH_BIN: run a copy of the binary (a shared build directory's
     // `adrec` may be replaced by another checkout's build mid-test).
-    let bin = std::env::var_os("ADREC_TEST_BIN").unwrap_or_else(|| env!("CARGO_BIN_EXE_adrec").into());
-    Command::new(bin)
+    let bin = std::env::var_os("ADREC_CRASH_BIN").unwrap_or_else(|| env!("CARGO_BIN_EXE_adrec").into());
+    let mut command = Command::new(bin);
+    // The worker rejects unknown ADREC_* variables: keep the test's own away from it.
+    for (name, _) in std::env::vars_os() {
+        if name.to_string_lossy().starts_with("ADREC_CRASH_") {
+            command.env_remove(name);
+        }
+    }
+    command
         .args(["run", "--config"])
         .arg(&path)
         .env("RUST_LOG", "adrec=info")

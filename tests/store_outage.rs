@@ -92,13 +92,13 @@ async fn store_outages_are_waited_out_nothing_skipped_lists_exact() {
     let embedder = app::load_embedder(&config).expect("model");
     let (products, ads) = app::open_stores(&config, embedder.model_id(), embedder.dim()).expect("stores");
     // Outages by store-call number (products and ads collections counted
-    // together; a clean run makes about 5 calls per event).
+    // together; a clean run makes about 320 calls in all).
     let outages = vec![
         Outage { from_call: 20, calls: 15, mode: FaultMode::Before },
-        Outage { from_call: 120, calls: 15, mode: FaultMode::After },
-        Outage { from_call: 260, calls: 40, mode: FaultMode::Before },
-        Outage { from_call: 400, calls: 10, mode: FaultMode::After },
-        Outage { from_call: 480, calls: 25, mode: FaultMode::Before },
+        Outage { from_call: 100, calls: 15, mode: FaultMode::After },
+        Outage { from_call: 180, calls: 30, mode: FaultMode::Before },
+        Outage { from_call: 260, calls: 10, mode: FaultMode::After },
+        Outage { from_call: 320, calls: 20, mode: FaultMode::Before },
     ];
     let scheduled: u64 = outages.iter().map(|o| o.calls).sum();
     let schedule = FaultSchedule::new(outages);
