@@ -444,6 +444,12 @@ pub struct KafkaConfig {
     pub consumer_properties: std::collections::BTreeMap<String, String>,
     /// librdkafka properties for the producer only.
     pub producer_properties: std::collections::BTreeMap<String, String>,
+    /// librdkafka properties (for every client) read from files at start,
+    /// e.g. `"sasl.password" = "/run/secrets/kafka-password"`; never printed.
+    pub secret_files: std::collections::BTreeMap<String, PathBuf>,
+    /// librdkafka properties (for every client) read from environment
+    /// variables at start, e.g. `"sasl.password" = "KAFKA_PASSWORD"`; never printed.
+    pub secret_env: std::collections::BTreeMap<String, String>,
 }
 
 impl Default for KafkaConfig {
@@ -464,6 +470,8 @@ impl Default for KafkaConfig {
             properties: Default::default(),
             consumer_properties: Default::default(),
             producer_properties: Default::default(),
+            secret_files: Default::default(),
+            secret_env: Default::default(),
         }
     }
 }
@@ -492,7 +500,8 @@ impl Config {
         let figment = Figment::from(Serialized::defaults(Config::default()))
             .merge(Toml::file(path))
             .merge(Env::prefixed("ADREC_").split("__"));
-        let config: Config = figment.extract().map_err(|e| ConfigError::Load(e.to_string()))?;
+        let mut config: Config = figment.extract().map_err(|e| ConfigError::Load(e.to_string()))?;
+        crate::secrets::resolve(&mut config.kafka)?;
         config.validate()?;
         Ok(config)
     }

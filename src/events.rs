@@ -234,6 +234,7 @@ pub fn parse_event(
     max_k: usize,
     now: DateTime<Utc>,
 ) -> Result<InputEvent, EventError> {
+    let raw_key = key;
     let key = key.map(|k| std::str::from_utf8(k).map_err(|_| EventError::TombstoneWithoutKey));
     let Some(payload) = payload else {
         let id = match key {
@@ -292,10 +293,13 @@ pub fn parse_event(
         },
         other => return Err(EventError::UnknownType(other.to_string())),
     };
-    if let Some(Ok(k)) = key
-        && k != event.entity_id()
+    // A key that is not UTF-8 cannot be the id either: it would route the
+    // entity's records to another partition, breaking their order.
+    if let Some(raw) = raw_key
+        && raw != event.entity_id().as_bytes()
     {
-        return Err(EventError::KeyMismatch { key: k.to_string(), id: event.entity_id().to_string() });
+        let key = String::from_utf8_lossy(raw).into_owned();
+        return Err(EventError::KeyMismatch { key, id: event.entity_id().to_string() });
     }
     Ok(event)
 }
@@ -452,6 +456,21 @@ mod tests {
         format!(
             r#"{{"type":"product.upserted","product_id":"p1","image_url":"https://cdn.example/p1.jpg","updated_at":"2026-12-04T10:00:00Z"{extra}}}"#
         )
+    }
+
+    #[test]
+    fn a_key_that_is_not_utf8_is_a_key_mismatch() {
+        // Found by the parse_event fuzzer: such a key used to be ignored.
+        let payload = product("");
+        let e = parse_event(
+            Stream::Products,
+            Some(b"p\xdf"),
+            Some(payload.as_bytes()),
+            &EventLimits::default(),
+            100,
+            now(),
+        );
+        assert!(matches!(e, Err(EventError::KeyMismatch { .. })), "{e:?}");
     }
 
     #[test]

@@ -195,7 +195,7 @@ async fn main() -> Result<()> {
         Command::CheckConfig => {
             let config = Config::load(&cli.config)?;
             app::check_clients(&config)?;
-            print!("{}", config.to_toml());
+            print!("{}", adrec::secrets::redacted_toml(&config));
             Ok(())
         }
         Command::Backfill { catalog } => {

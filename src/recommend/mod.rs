@@ -115,6 +115,14 @@ pub struct Recommender {
     index: AdIndex,
     /// Some live owned ads may lack a buffer (after load or an assignment).
     needs_rebuild: bool,
+    /// Ads whose buffer changed but whose list is not settled yet: a failed
+    /// publication or store write leaves them here, and the retry of the
+    /// record (which changes no buffer any more) settles them first.
+    pending: BTreeSet<String>,
+    /// Ads whose new state is published and in memory but not yet written
+    /// to the ads store; written before any other change is applied, so a
+    /// retry neither republishes nor reuses a version.
+    unpersisted: BTreeSet<String>,
     /// Store queries issued (for metrics and benchmarks).
     pub store_queries: u64,
 }
@@ -145,6 +153,8 @@ impl Recommender {
             seeds: BTreeMap::new(),
             index: AdIndex::default(),
             needs_rebuild: true,
+            pending: BTreeSet::new(),
+            unpersisted: BTreeSet::new(),
             store_queries: 0,
         })
     }
@@ -323,30 +333,61 @@ impl Recommender {
         self.settle(&touched).await
     }
 
-    /// Publish the lists of `ad_ids` that changed, refilling buffers that
-    /// can no longer prove their top-K. Returns how many were published.
+    /// Publish the lists of `ad_ids` (and of ads left pending by a failed
+    /// earlier attempt) that changed, refilling buffers that can no longer
+    /// prove their top-K. Returns how many were published.
     async fn settle(&mut self, ad_ids: &[String]) -> Result<usize, RecommendError> {
+        self.pending.extend(ad_ids.iter().cloned());
+        self.persist_published().await?;
         let mut published = 0;
-        for ad_id in ad_ids {
-            let Some(mut ad) = self.ads.get(ad_id).filter(|a| !a.deleted && self.owns(a)).cloned() else { continue };
-            let can_answer = self.index.buffer(ad_id).is_some_and(|b| b.can_answer(ad.k));
-            if !can_answer {
-                let buffer = self.fill(&ad).await?;
-                self.index.insert(ad_id, &ad.vector, buffer);
+        for ad_id in self.pending.clone() {
+            if self.settle_one(&ad_id).await? {
+                published += 1;
             }
-            let items = self.index.buffer(ad_id).map(|b| b.top(ad.k).to_vec()).unwrap_or_default();
-            if !self.changed(&ad.items, &items) {
-                continue;
-            }
-            ad.version += 1;
-            let list = self.list_message(&ad, &items);
-            self.sink.publish(&ad.ad_id, ad.partition, Some(&list)).await?;
-            ad.items = items;
-            self.ads_store.upsert(vec![ad.to_point()]).await?;
-            self.ads.insert(ad.ad_id.clone(), ad);
-            published += 1;
+            self.pending.remove(&ad_id);
         }
         Ok(published)
+    }
+
+    /// Publish one ad's list if it changed; returns whether it did.
+    async fn settle_one(&mut self, ad_id: &str) -> Result<bool, RecommendError> {
+        let Some(mut ad) = self.ads.get(ad_id).filter(|a| !a.deleted && self.owns(a)).cloned() else {
+            return Ok(false);
+        };
+        let can_answer = self.index.buffer(ad_id).is_some_and(|b| b.can_answer(ad.k));
+        if !can_answer {
+            let buffer = self.fill(&ad).await?;
+            self.index.insert(ad_id, &ad.vector, buffer);
+        }
+        let items = self.index.buffer(ad_id).map(|b| b.top(ad.k).to_vec()).unwrap_or_default();
+        if !self.changed(&ad.items, &items) {
+            return Ok(false);
+        }
+        ad.version += 1;
+        let list = self.list_message(&ad, &items);
+        self.sink.publish(&ad.ad_id, ad.partition, Some(&list)).await?;
+        ad.items = items;
+        self.remember_published(ad).await?;
+        Ok(true)
+    }
+
+    /// Keep an ad's just-published state in memory, then write it to the
+    /// ads store (retried by [`Recommender::persist_published`] if that fails).
+    async fn remember_published(&mut self, ad: AdRecord) -> Result<(), StoreError> {
+        self.unpersisted.insert(ad.ad_id.clone());
+        self.ads.insert(ad.ad_id.clone(), ad);
+        self.persist_published().await
+    }
+
+    /// Write the ads whose published state is not yet in the ads store.
+    async fn persist_published(&mut self) -> Result<(), StoreError> {
+        if self.unpersisted.is_empty() {
+            return Ok(());
+        }
+        let points = self.unpersisted.iter().filter_map(|id| self.ads.get(id)).map(AdRecord::to_point).collect();
+        self.ads_store.upsert(points).await?;
+        self.unpersisted.clear();
+        Ok(())
     }
 
     fn changed(&self, old: &[ListItem], new: &[ListItem]) -> bool {
@@ -360,6 +401,7 @@ impl Recommender {
     /// Store an ad's new state (new or changed creative/filter/k) and publish
     /// its list if it changed. Returns whether a list was published.
     pub async fn upsert_ad(&mut self, mut ad: AdRecord) -> Result<bool, RecommendError> {
+        self.persist_published().await?;
         let (version, old_items) = match (self.ads.get(&ad.ad_id), self.seeds.remove(&ad.ad_id)) {
             (Some(p), _) => (p.version, (!p.deleted).then(|| p.items.clone())),
             (None, Some(Some(list))) => (list.version, Some(list.items)),
@@ -379,14 +421,14 @@ impl Recommender {
         } else if let Some(old) = old_items {
             ad.items = old;
         }
-        self.ads_store.upsert(vec![ad.to_point()]).await?;
-        self.ads.insert(ad.ad_id.clone(), ad);
+        self.remember_published(ad).await?;
         Ok(publish)
     }
 
     /// Delete an ad: publish a tombstone, keep its version. Returns whether
     /// a tombstone was published (false if the ad was unknown or already gone).
     pub async fn delete_ad(&mut self, ad_id: &str) -> Result<bool, RecommendError> {
+        self.persist_published().await?;
         let Some(mut ad) = self.ads.get(ad_id).filter(|a| !a.deleted && self.owns(a)).cloned() else {
             return Ok(false);
         };
@@ -394,8 +436,7 @@ impl Recommender {
         self.index.remove(ad_id);
         ad.deleted = true;
         ad.items.clear();
-        self.ads_store.upsert(vec![ad.to_point()]).await?;
-        self.ads.insert(ad_id.to_string(), ad);
+        self.remember_published(ad).await?;
         Ok(true)
     }
 
@@ -419,8 +460,9 @@ mod tests {
     use async_trait::async_trait;
     use tokio::sync::Mutex;
 
+    /// Records publications; the next `.1` of them fail instead.
     #[derive(Default)]
-    struct Recording(Mutex<Vec<(String, Option<u64>)>>);
+    struct Recording(Mutex<Vec<(String, Option<u64>)>>, std::sync::atomic::AtomicUsize);
 
     #[async_trait]
     impl ListSink for Recording {
@@ -430,6 +472,10 @@ mod tests {
             _partition: i32,
             list: Option<&RecommendationList>,
         ) -> Result<(), SinkError> {
+            use std::sync::atomic::Ordering;
+            if self.1.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok() {
+                return Err(SinkError::Unavailable("injected".into()));
+            }
             self.0.lock().await.push((ad_id.to_string(), list.map(|l| l.version)));
             Ok(())
         }
@@ -517,6 +563,54 @@ mod tests {
         assert_eq!(r.store_queries, 2, "buffer ran dry: one refill");
         let versions: Vec<_> = sink.0.lock().await.iter().map(|(_, v)| *v).collect();
         assert_eq!(versions, [Some(1), Some(2), Some(3), Some(4)]);
+    }
+
+    #[tokio::test]
+    async fn a_failed_store_write_or_publication_is_settled_by_the_retry() {
+        use crate::store::faults::{FaultMode, FaultSchedule, FaultyStore};
+        let products = Arc::new(MemoryStore::default());
+        let ads_inner = Arc::new(MemoryStore::default());
+        let schedule = FaultSchedule::new(Vec::new());
+        let ads_store = Arc::new(FaultyStore::new(ads_inner.clone(), schedule.clone()));
+        let sink = Arc::new(Recording::default());
+        let mut r =
+            Recommender::load(products.clone(), ads_store, sink.clone(), RecommendConfig::default(), "m".into())
+                .await
+                .expect("load");
+        for p in [product("a", [1.0, 0.2], true), product("b", [1.0, 0.9], true)] {
+            products.upsert(vec![p.to_point()]).await.expect("upsert");
+        }
+        r.upsert_ad(ad("ad", 1, None)).await.expect("ad");
+        let stored_version = || async {
+            let points = ads_inner.retrieve(vec!["ad".into()], true).await.expect("retrieve");
+            points.into_iter().next().and_then(AdRecord::from_point).map(|a| a.version)
+        };
+
+        // The list is published, then the ads store fails: the retry must
+        // neither publish again nor reuse the version, and must persist it.
+        let f = product("f", [1.0, 0.0], true);
+        products.upsert(vec![f.to_point()]).await.expect("upsert");
+        schedule.fail_next(1, FaultMode::Before);
+        assert!(r.product_upserted(&f).await.is_err());
+        assert_eq!(r.product_upserted(&f).await.expect("retry"), 0, "already published");
+        assert_eq!(stored_version().await, Some(2));
+
+        // The publication itself fails: the retry (which changes no buffer) publishes.
+        products.delete(vec!["f".into()]).await.expect("delete");
+        sink.1.store(1, std::sync::atomic::Ordering::SeqCst);
+        assert!(r.product_removed("f").await.is_err());
+        // (Published by the pending settle at the start of the call, so not in its count.)
+        r.product_removed("f").await.expect("retry");
+        assert_eq!(stored_version().await, Some(3));
+
+        // Deletion: tombstone published, store write fails, retry publishes nothing more.
+        schedule.fail_next(1, FaultMode::After);
+        assert!(r.delete_ad("ad").await.is_err());
+        assert!(!r.delete_ad("ad").await.expect("retry"));
+        let versions: Vec<_> = sink.0.lock().await.iter().map(|(_, v)| *v).collect();
+        assert_eq!(versions, [Some(1), Some(2), Some(3), None], "every change published once, versions increase");
+        let points = ads_inner.retrieve(vec!["ad".into()], true).await.expect("retrieve");
+        assert!(points.into_iter().next().and_then(AdRecord::from_point).is_some_and(|a| a.deleted));
     }
 
     #[tokio::test]

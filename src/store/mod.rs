@@ -7,6 +7,7 @@
 //! duplicates.
 
 pub mod edge;
+pub mod faults;
 pub mod memory;
 pub mod metered;
 pub mod qdrant;

@@ -5,6 +5,7 @@
 
 pub mod broker;
 pub mod cdp;
+pub mod kafka;
 pub mod prom;
 pub mod worker;
 
