@@ -6,6 +6,7 @@
 
 pub mod app;
 pub mod bench;
+pub mod bench_embed;
 pub mod config;
 pub mod demo;
 pub mod embed;

@@ -55,6 +55,13 @@ pub fn embedded(took: Duration) {
     metrics::histogram!("adrec_embed_seconds").record(took.as_secs_f64());
 }
 
+/// One model call over a micro-batch: how many images, and how long it took
+/// (preprocessing included).
+pub fn embed_batch(size: usize, took: Duration) {
+    metrics::histogram!("adrec_embed_batch_size").record(size as f64);
+    metrics::histogram!("adrec_embed_batch_seconds").record(took.as_secs_f64());
+}
+
 /// A list (or tombstone) was published.
 pub fn list_published(count: usize) {
     metrics::counter!("adrec_lists_published_total").increment(count as u64);

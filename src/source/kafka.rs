@@ -23,7 +23,7 @@ use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
 use super::commit::{CommitTracker, TopicPartition};
-use super::{EventSource, OwnershipChange, SourceError, SourceRecord};
+use super::{EventSource, OwnershipChange, OwnershipFeed, SourceError, SourceRecord};
 use crate::config::KafkaConfig;
 use crate::events::Stream;
 use crate::kafka::{KafkaSetupError, consumer_config, setup_error};
@@ -232,6 +232,10 @@ impl EventSource for KafkaSource {
 
     fn take_ownership_changes(&mut self) -> Vec<OwnershipChange> {
         self.changes.lock().map(|mut c| std::mem::take(&mut *c)).unwrap_or_default()
+    }
+
+    fn ownership_feed(&self) -> Option<OwnershipFeed> {
+        Some(OwnershipFeed(self.changes.clone()))
     }
 
     async fn close(&mut self) -> Result<(), SourceError> {
