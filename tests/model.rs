@@ -140,7 +140,8 @@ async fn the_batcher_hands_every_caller_its_own_vector() {
     let config = BatchConfig { max_batch: 5, max_wait: std::time::Duration::from_millis(50), max_concurrent: 2 };
     let batcher = Batcher::new(e.clone(), config);
     // Three rounds of every image, submitted concurrently in an interleaved order.
-    let order: Vec<usize> = (0..3).flat_map(|r| (0..images.len()).map(move |i| (i * 5 + r) % images.len())).collect();
+    let n = images.len();
+    let order: Vec<usize> = (0..3).flat_map(|r| (0..n).map(move |i| (i * 5 + r) % n)).collect();
     let calls = order.iter().map(|&i| {
         let (batcher, bytes) = (batcher.clone(), images[i].clone());
         async move { (i, batcher.embed(bytes).await) }

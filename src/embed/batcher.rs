@@ -251,6 +251,7 @@ mod tests {
             assert!(e.is_transient() && e.to_string().contains("answered 1 of 2"), "{e}");
         }
         echo.short_answer.store(false, Ordering::Relaxed);
+        let b = batcher(&echo, 2, 1);
         let crashed = b.embed(vec![0xff]).await.expect_err("the batch panicked");
         assert!(crashed.is_transient(), "{crashed}");
         // The batcher outlives a crashed batch.
