@@ -9,7 +9,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{Backend, Config, StoreKind};
 use crate::embed::Embedder;
-use crate::embed::model::{ModelSpec, OrtEmbedder};
+use crate::embed::model::{ModelSpec, OrtEmbedder, SessionOptions};
 use crate::fetch::Fetcher;
 use crate::pipeline::{Pipeline, Stats};
 use crate::recommend::Recommender;
@@ -30,10 +30,19 @@ pub fn load_embedder(config: &Config) -> Result<Arc<dyn Embedder>> {
         &config.model.ort_library,
         &config.model.path,
         spec,
-        config.model.intra_threads,
+        &session_options(&config.model),
         config.fetch.max_image_side,
     )?;
     Ok(Arc::new(embedder))
+}
+
+/// ONNX Runtime session settings from `[model]`.
+pub fn session_options(model: &crate::config::ModelConfig) -> SessionOptions {
+    SessionOptions {
+        intra_threads: model.intra_threads,
+        sessions: model.session_count(),
+        optimization: model.graph_optimization,
+    }
 }
 
 /// The product and ad collections of the configured store, for `dim`-sized vectors.

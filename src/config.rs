@@ -57,6 +57,24 @@ pub struct Config {
     pub adapt: AdaptConfig,
     /// `adrec backfill` settings.
     pub backfill: BackfillConfig,
+    /// Concurrency of the record pipeline.
+    pub pipeline: PipelineConfig,
+}
+
+/// Concurrency of the record pipeline.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PipelineConfig {
+    /// Records whose image is downloaded and embedded ahead of time, in
+    /// parallel; effects are still applied one at a time in input order.
+    /// Bounds memory (about one image body each). 1 = strictly sequential.
+    pub max_in_flight: usize,
+}
+
+impl Default for PipelineConfig {
+    fn default() -> Self {
+        Self { max_in_flight: 32 }
+    }
 }
 
 /// Catalogue-adapted embedding: what is added to the model's features and
@@ -132,6 +150,7 @@ impl Default for Config {
             http: HttpConfig::default(),
             adapt: AdaptConfig::default(),
             backfill: BackfillConfig::default(),
+            pipeline: PipelineConfig::default(),
         }
     }
 }
@@ -290,6 +309,43 @@ pub struct ModelConfig {
     pub ort_library: PathBuf,
     /// Threads ONNX Runtime may use inside one inference call.
     pub intra_threads: usize,
+    /// ONNX Runtime sessions run in parallel; 0 = cores / intra_threads (at least 1).
+    pub sessions: usize,
+    /// ONNX Runtime graph optimisation: `disable`, `basic`, `extended`, `layout` or `all`.
+    pub graph_optimization: GraphOptimization,
+    /// Most images per inference call (the micro-batcher's B).
+    pub batch_size: usize,
+    /// Longest a batch waits for more images once it has one, milliseconds (T).
+    pub batch_wait_ms: u64,
+}
+
+/// ONNX Runtime graph optimisation level.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum GraphOptimization {
+    /// No graph rewrites.
+    Disable,
+    /// Redundant-node removal and constant folding.
+    Basic,
+    /// Plus node fusions.
+    Extended,
+    /// Plus memory-layout (NCHWc) transforms.
+    Layout,
+    /// Everything the runtime offers (Python onnxruntime's default).
+    All,
+}
+
+impl ModelConfig {
+    /// Sessions to create: `sessions`, or as many as the cores allow at `intra_threads` each.
+    pub fn session_count(&self) -> usize {
+        match self.sessions {
+            0 => {
+                let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+                (cores / self.intra_threads.max(1)).max(1)
+            }
+            n => n,
+        }
+    }
 }
 
 impl Default for ModelConfig {
@@ -299,6 +355,10 @@ impl Default for ModelConfig {
             path: PathBuf::from("models/efficientnet_lite0.onnx"),
             ort_library: PathBuf::from("models/onnxruntime/libonnxruntime.so"),
             intra_threads: 2,
+            sessions: 0,
+            graph_optimization: GraphOptimization::All,
+            batch_size: 16,
+            batch_wait_ms: 5,
         }
     }
 }
@@ -526,6 +586,15 @@ impl Config {
         }
         if self.model.intra_threads == 0 {
             return invalid("model.intra_threads", "must be at least 1");
+        }
+        if self.model.batch_size == 0 || self.model.batch_size > 256 {
+            return invalid("model.batch_size", "must be between 1 and 256");
+        }
+        if self.model.sessions > 64 {
+            return invalid("model.sessions", "must be at most 64 (0 = one per intra_threads cores)");
+        }
+        if self.pipeline.max_in_flight == 0 || self.pipeline.max_in_flight > 4096 {
+            return invalid("pipeline.max_in_flight", "must be between 1 and 4096");
         }
         if self.retry.initial_ms == 0 || self.retry.max_ms < self.retry.initial_ms {
             return invalid("retry", "need 0 < initial_ms <= max_ms");

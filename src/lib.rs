@@ -7,6 +7,7 @@
 pub mod adapt;
 pub mod app;
 pub mod bench;
+pub mod bench_embed;
 pub mod config;
 pub mod demo;
 pub mod embed;

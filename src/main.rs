@@ -144,6 +144,28 @@ enum BenchCommand {
         #[arg(long, default_value_t = 7)]
         seed: u64,
     },
+    /// Embedding throughput: ONNX Runtime alone, the full pipeline (bytes →
+    /// vector) and a Python onnxruntime + Pillow baseline, on the same images.
+    Embed {
+        /// Folder of JPEG/PNG images; default: the demo catalogue (generated if missing).
+        #[arg(long)]
+        images: Option<PathBuf>,
+        /// Use at most this many images.
+        #[arg(long)]
+        max_images: Option<usize>,
+        /// ONNX Runtime threads in total (the Python baseline gets the same).
+        #[arg(long, default_value_t = 2)]
+        threads: usize,
+        /// Sessions the threads are split over.
+        #[arg(long, default_value_t = 1)]
+        sessions: usize,
+        /// Images per model call; default: model.batch_size.
+        #[arg(long)]
+        batch: Option<usize>,
+        /// The Python baseline script.
+        #[arg(long, default_value = "benches/embed_python.py")]
+        script: PathBuf,
+    },
 }
 
 #[tokio::main]
@@ -188,6 +210,34 @@ async fn main() -> Result<()> {
             let plain = app::load_embedder(&config)?;
             let adapted = adrec::adapt::configured_embedder(&config, plain.clone());
             for line in adrec::adapt::cost::compare(&plain, &adapted, &images, limit)? {
+                println!("{line}");
+            }
+            Ok(())
+        }
+        Command::Bench(BenchCommand::Embed { images, max_images, threads, sessions, batch, script }) => {
+            let config = Config::load(&cli.config)?;
+            let images = match images {
+                Some(dir) => dir,
+                None => {
+                    let demo_dir = PathBuf::from("data/demo");
+                    if !demo_dir.join("images").is_dir() {
+                        demo::generate(&demo_dir, "http://127.0.0.1:8765", 40, 42)
+                            .with_context(|| format!("writing the demo catalogue to {}", demo_dir.display()))?;
+                    }
+                    demo_dir.join("images")
+                }
+            };
+            let params = adrec::bench_embed::EmbedBenchParams {
+                images,
+                max_images,
+                threads,
+                sessions,
+                batch: batch.unwrap_or(config.model.batch_size),
+                model: config.model.clone(),
+                max_side: config.fetch.max_image_side,
+                script,
+            };
+            for line in adrec::bench_embed::embed(&params).await? {
                 println!("{line}");
             }
             Ok(())

@@ -1,19 +1,32 @@
 //! The processing pipeline: decode → fetch → embed → store → recommend →
-//! sink, one record at a time per source, with the retry/DLQ decision made
-//! in one place.
+//! sink, with the retry/DLQ decision made in one place.
+//!
+//! Two stages. Up to `pipeline.max_in_flight` records are read ahead and
+//! their images downloaded and embedded concurrently (the embeds of
+//! concurrent records share model calls through the micro-batcher). Their
+//! effects (store, lists, DLQ, acknowledgement) are then applied strictly
+//! one at a time in input order, so per-entity order is the input's. A
+//! prefetched vector is only a head start: when the record's turn comes its
+//! need for an image is decided again against the then-current state, and
+//! a failed prefetch counts as the first attempt of the usual retry policy.
 //!
 //! A record is acknowledged to its source only after all of its effects
 //! (vector stored, affected lists published) are durable, so a crash replays
 //! it; every step is idempotent, so a replay changes nothing downstream.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use backon::{BackoffBuilder, ExponentialBuilder};
 use chrono::{DateTime, Utc};
+use futures::StreamExt;
+use futures::stream::FuturesOrdered;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
+use crate::embed::batcher::{BatchConfig, Batcher};
 use crate::embed::{EmbedError, Embedder};
 use crate::events::{self, AdUpsert, EventError, InputEvent, ProductUpsert};
 use crate::fetch::{FetchError, Fetcher};
@@ -38,6 +51,53 @@ fn stream_name(record: &SourceRecord) -> &'static str {
         crate::events::Stream::Ads => "ads",
         crate::events::Stream::Mixed => "mixed",
     }
+}
+
+/// A pending `next` call that owns the (reborrowed) source until it returns.
+type NextFuture<'a> =
+    Pin<Box<dyn Future<Output = (&'a mut dyn EventSource, Result<Option<SourceRecord>, SourceError>)> + Send + 'a>>;
+
+/// Wait for the pending `next`, or forever if none is pending.
+async fn pending_next<'a>(
+    reading: &mut Option<NextFuture<'a>>,
+) -> (&'a mut dyn EventSource, Result<Option<SourceRecord>, SourceError>) {
+    match reading {
+        Some(next) => next.await,
+        None => std::future::pending().await,
+    }
+}
+
+/// What a record's read-ahead needs fetched.
+enum Want {
+    Nothing,
+    /// This image.
+    Image(String),
+    /// This product's image, unless the store already has it (or newer state).
+    ProductImage(String, String, DateTime<Utc>),
+}
+
+/// An image downloaded and embedded ahead of its record's turn.
+struct Prefetched {
+    url: String,
+    result: Result<Vec<f32>, ProcessError>,
+}
+
+/// A record read ahead: parsed, its image perhaps prefetched.
+struct Ready {
+    record: SourceRecord,
+    event: Result<InputEvent, EventError>,
+    image: Option<Prefetched>,
+}
+
+/// Download an image and embed it through the micro-batcher.
+async fn fetch_and_embed(fetcher: &Fetcher, batcher: &Batcher, url: &str) -> Result<Vec<f32>, ProcessError> {
+    let started = Instant::now();
+    let bytes = fetcher.fetch(url).await?;
+    telemetry::fetched(bytes.len(), started.elapsed());
+    let started = Instant::now();
+    let vector = batcher.embed(bytes).await?;
+    telemetry::embedded(started.elapsed());
+    Ok(vector)
 }
 
 /// Anything that can go wrong handling one record.
@@ -113,6 +173,9 @@ pub enum Outcome {
     Stale,
     /// Sent to the dead-letter sink with this reason.
     DeadLettered(String),
+    /// An ad record of a partition this worker no longer owns (revoked while
+    /// the record waited): left to the new owner, nothing published.
+    NotOwned,
 }
 
 /// Counters of one run.
@@ -149,6 +212,7 @@ pub enum PipelineError {
 pub struct Pipeline {
     fetcher: Fetcher,
     embedder: Arc<dyn Embedder>,
+    batcher: Batcher,
     products: Arc<dyn VectorStore>,
     sink: Arc<dyn ListSink>,
     /// The standing lists (public for summaries and tests).
@@ -170,7 +234,8 @@ impl Pipeline {
         sink: Arc<dyn ListSink>,
         recommender: Recommender,
     ) -> Self {
-        Self { fetcher, embedder, products, sink, recommender, config, stats: Stats::default(), space: None }
+        let batcher = Batcher::new(embedder.clone(), BatchConfig::from_model(&config.model));
+        Self { fetcher, embedder, batcher, products, sink, recommender, config, stats: Stats::default(), space: None }
     }
 
     /// Project new embeddings into a fitted space (keeping the raw ones for refits).
@@ -184,14 +249,8 @@ impl Pipeline {
         self.space.as_ref().map_or_else(|| self.embedder.model_id().to_string(), |s| s.space_id().to_string())
     }
 
-    /// Embed an entity's image into the space in use.
-    async fn embed_into_space(
-        &mut self,
-        entity: crate::adapt::Entity,
-        id: &str,
-        url: &str,
-    ) -> Result<Vec<f32>, ProcessError> {
-        let raw = self.embed_url(url).await?;
+    /// Project an entity's raw embedding into the space in use.
+    async fn into_space(&self, entity: crate::adapt::Entity, id: &str, raw: Vec<f32>) -> Result<Vec<f32>, ProcessError> {
         match &self.space {
             Some(space) => Ok(space.adapt(entity, id, raw).await?),
             None => Ok(raw),
@@ -199,37 +258,135 @@ impl Pipeline {
     }
 
     /// Consume `source` until it ends or `shutdown` fires; every finished
-    /// record is acknowledged. An in-flight record is finished first.
+    /// record is acknowledged, in input order. On shutdown the record being
+    /// applied finishes; records read ahead are dropped unacknowledged (replayed).
     pub async fn run(
         &mut self,
         source: &mut dyn EventSource,
         shutdown: CancellationToken,
     ) -> Result<(), PipelineError> {
+        let feed = source.ownership_feed();
+        let limit = self.config.pipeline.max_in_flight.max(1);
+        let mut ahead: FuturesOrdered<Pin<Box<dyn Future<Output = Ready> + Send>>> = FuturesOrdered::new();
+        // The source is either idle (ours to ack) or lent to a pending `next`,
+        // which is never cancelled mid-read except at shutdown.
+        let mut idle: Option<&mut dyn EventSource> = Some(&mut *source);
+        let mut reading: Option<NextFuture<'_>> = None;
+        let mut done: Vec<SourceRecord> = Vec::new();
+        let mut exhausted = false;
         loop {
-            let next = tokio::select! {
+            if let Some(src) = idle.take() {
+                // Acknowledgements wait for the source to be free; effects are durable already.
+                for record in done.drain(..) {
+                    src.ack(&record).await?;
+                }
+                if exhausted || ahead.len() >= limit {
+                    idle = Some(src);
+                } else {
+                    reading = Some(Box::pin(async move {
+                        let next = src.next().await;
+                        (src, next)
+                    }));
+                }
+            }
+            if exhausted && ahead.is_empty() {
+                break;
+            }
+            tokio::select! {
+                biased;
                 _ = shutdown.cancelled() => break,
-                next = source.next() => next?,
-            };
-            let Some(record) = next else { break };
-            // Ownership moves before the record: it may belong to a partition just assigned.
-            for change in source.take_ownership_changes() {
-                if !self.change_ownership(change, &shutdown).await {
-                    source.close().await?;
-                    return Ok(());
+                (src, next) = pending_next(&mut reading) => {
+                    reading = None;
+                    idle = Some(src);
+                    match next? {
+                        Some(record) => ahead.push_back(self.read_ahead(record)),
+                        None => exhausted = true,
+                    }
+                }
+                Some(ready) = ahead.next() => {
+                    // Ownership moves before the record: it may belong to a partition just
+                    // assigned, or to one revoked while it waited.
+                    let changes = match (&feed, idle.as_mut()) {
+                        (Some(feed), _) => feed.take(),
+                        (None, Some(src)) => src.take_ownership_changes(),
+                        (None, None) => Vec::new(),
+                    };
+                    for change in changes {
+                        if !self.change_ownership(change, &shutdown).await {
+                            drop((idle, reading));
+                            return self.finish(source, done).await;
+                        }
+                    }
+                    self.stats.records += 1;
+                    let record = ready.record.clone();
+                    match self.handle_ready(ready, &shutdown).await? {
+                        Some(outcome) => {
+                            tracing::debug!(topic = %record.topic, offset = record.offset, ?outcome, "record done");
+                            done.push(record);
+                        }
+                        // Shut down mid-retry: leave it unacknowledged so it is replayed.
+                        None => break,
+                    }
                 }
             }
-            self.stats.records += 1;
-            match self.handle(&record, &shutdown).await? {
-                Some(outcome) => {
-                    tracing::debug!(topic = %record.topic, offset = record.offset, ?outcome, "record done");
-                    source.ack(&record).await?;
-                }
-                // Shut down mid-retry: leave it unacknowledged so it is replayed.
-                None => break,
-            }
+        }
+        drop((idle, reading));
+        self.finish(source, done).await
+    }
+
+    /// Acknowledge the records whose effects are durable and close the source.
+    async fn finish(&mut self, source: &mut dyn EventSource, done: Vec<SourceRecord>) -> Result<(), PipelineError> {
+        for record in &done {
+            source.ack(record).await?;
         }
         source.close().await?;
         Ok(())
+    }
+
+    /// Parse a record and start downloading and embedding its image, if the
+    /// state known now says it needs one (decided again when it is applied).
+    fn read_ahead(&self, record: SourceRecord) -> Pin<Box<dyn Future<Output = Ready> + Send>> {
+        let event = events::parse_event(
+            record.stream,
+            record.key.as_deref(),
+            record.payload.as_deref(),
+            &self.config.events,
+            self.config.recommend.max_k,
+            Utc::now(),
+        );
+        let model = self.embedder.model_id().to_string();
+        let want = match &event {
+            Ok(InputEvent::AdUpserted(a)) => match self.recommender.ad(&a.ad_id) {
+                Some(s) if s.updated_at > a.updated_at => Want::Nothing,
+                Some(s) if s.image_url == a.image_url && s.model == model => Want::Nothing,
+                _ => Want::Image(a.image_url.clone()),
+            },
+            Ok(InputEvent::ProductUpserted(p)) => {
+                Want::ProductImage(p.product_id.clone(), p.image_url.clone(), p.updated_at)
+            }
+            _ => Want::Nothing,
+        };
+        let (fetcher, batcher, products) = (self.fetcher.clone(), self.batcher.clone(), self.products.clone());
+        Box::pin(async move {
+            let url = match want {
+                Want::Nothing => None,
+                Want::Image(url) => Some(url),
+                Want::ProductImage(id, url, updated_at) => match products.retrieve(vec![id], true).await {
+                    Ok(points) => match points.into_iter().next().and_then(ProductRecord::from_point) {
+                        Some(s) if s.updated_at > updated_at => None,
+                        Some(s) if s.image_url == url && s.model == model => None,
+                        _ => Some(url),
+                    },
+                    // The store is retried when the record is applied; no head start.
+                    Err(_) => None,
+                },
+            };
+            let image = match url {
+                Some(url) => Some(Prefetched { result: fetch_and_embed(&fetcher, &batcher, &url).await, url }),
+                None => None,
+            };
+            Ready { record, event, image }
+        })
     }
 
     /// Apply an ownership change, retrying until the output can be read.
@@ -264,23 +421,42 @@ impl Pipeline {
         record: &SourceRecord,
         shutdown: &CancellationToken,
     ) -> Result<Option<Outcome>, PipelineError> {
-        let now = Utc::now();
-        let event = match events::parse_event(
+        let event = events::parse_event(
             record.stream,
             record.key.as_deref(),
             record.payload.as_deref(),
             &self.config.events,
             self.config.recommend.max_k,
-            now,
-        ) {
+            Utc::now(),
+        );
+        self.handle_ready(Ready { record: record.clone(), event, image: None }, shutdown).await
+    }
+
+    /// [`Pipeline::handle`] for a record read ahead, with its image perhaps prefetched.
+    async fn handle_ready(
+        &mut self,
+        ready: Ready,
+        shutdown: &CancellationToken,
+    ) -> Result<Option<Outcome>, PipelineError> {
+        let Ready { record, event, mut image } = ready;
+        let record = &record;
+        let event = match event {
             Ok(e) => e,
             Err(e) => return self.dead_letter(record, ProcessError::Event(e), shutdown).await,
         };
+        if record.stream == crate::events::Stream::Ads && !self.recommender.owns_partition(record.partition) {
+            tracing::info!(
+                id = event.entity_id(),
+                partition = record.partition,
+                "ad partition no longer ours; skipped"
+            );
+            return Ok(Some(Outcome::NotOwned));
+        }
         let mut delays = self.backoff();
         let mut attempts = 0;
         loop {
             attempts += 1;
-            match self.apply(&event, record.partition).await {
+            match self.apply(&event, record.partition, &mut image).await {
                 Ok(outcome) => {
                     let stream = stream_name(record);
                     match &outcome {
@@ -296,7 +472,7 @@ impl Pipeline {
                             telemetry::record_done(stream, &record.topic, event.type_name(), "stale");
                             tracing::info!(id = event.entity_id(), r#type = event.type_name(), "ignored stale event");
                         }
-                        Outcome::DeadLettered(_) => {}
+                        Outcome::DeadLettered(_) | Outcome::NotOwned => {}
                     }
                     return Ok(Some(outcome));
                 }
@@ -371,11 +547,16 @@ impl Pipeline {
     }
 
     /// Apply one valid event's effects (one attempt).
-    async fn apply(&mut self, event: &InputEvent, partition: i32) -> Result<Outcome, ProcessError> {
+    async fn apply(
+        &mut self,
+        event: &InputEvent,
+        partition: i32,
+        image: &mut Option<Prefetched>,
+    ) -> Result<Outcome, ProcessError> {
         match event {
-            InputEvent::ProductUpserted(p) => self.upsert_product(p).await,
+            InputEvent::ProductUpserted(p) => self.upsert_product(p, image).await,
             InputEvent::ProductDeleted { product_id, updated_at } => self.delete_product(product_id, *updated_at).await,
-            InputEvent::AdUpserted(a) => self.upsert_ad(a, partition).await,
+            InputEvent::AdUpserted(a) => self.upsert_ad(a, partition, image).await,
             InputEvent::AdDeleted { ad_id, updated_at } => {
                 if let (Some(ad), Some(t)) = (self.recommender.ad(ad_id), updated_at)
                     && ad.updated_at > *t
@@ -393,22 +574,22 @@ impl Pipeline {
         Ok(points.into_iter().next().and_then(ProductRecord::from_point))
     }
 
-    /// Download and embed an image off the async runtime.
-    async fn embed_url(&mut self, url: &str) -> Result<Vec<f32>, ProcessError> {
-        let started = Instant::now();
-        let bytes = self.fetcher.fetch(url).await?;
-        telemetry::fetched(bytes.len(), started.elapsed());
-        let embedder = self.embedder.clone();
-        let started = Instant::now();
-        let vector = tokio::task::spawn_blocking(move || embedder.embed(&bytes))
-            .await
-            .map_err(|e| ProcessError::Join(e.to_string()))??;
-        telemetry::embedded(started.elapsed());
+    /// The vector of `url`'s image: the prefetched one if it is for this URL
+    /// (its failure is this attempt's failure), else downloaded and embedded now.
+    async fn image_vector(&mut self, url: &str, image: &mut Option<Prefetched>) -> Result<Vec<f32>, ProcessError> {
+        let vector = match image.take() {
+            Some(p) if p.url == url => p.result?,
+            _ => fetch_and_embed(&self.fetcher, &self.batcher, url).await?,
+        };
         self.stats.images_embedded += 1;
         Ok(vector)
     }
 
-    async fn upsert_product(&mut self, p: &ProductUpsert) -> Result<Outcome, ProcessError> {
+    async fn upsert_product(
+        &mut self,
+        p: &ProductUpsert,
+        image: &mut Option<Prefetched>,
+    ) -> Result<Outcome, ProcessError> {
         let model = self.space_id();
         let stored = self.stored_product(&p.product_id).await?;
         if stored.as_ref().is_some_and(|s| s.updated_at > p.updated_at) {
@@ -417,7 +598,10 @@ impl Pipeline {
         // Same image in the same space: a stock or attribute change needs no re-embed.
         let vector = match stored {
             Some(s) if s.image_url == p.image_url && s.model == model => s.vector,
-            _ => self.embed_into_space(crate::adapt::Entity::Product, &p.product_id, &p.image_url).await?,
+            _ => {
+                let raw = self.image_vector(&p.image_url, image).await?;
+                self.into_space(crate::adapt::Entity::Product, &p.product_id, raw).await?
+            }
         };
         let record = ProductRecord {
             product_id: p.product_id.clone(),
@@ -449,7 +633,12 @@ impl Pipeline {
         Ok(Outcome::Applied { published })
     }
 
-    async fn upsert_ad(&mut self, a: &AdUpsert, partition: i32) -> Result<Outcome, ProcessError> {
+    async fn upsert_ad(
+        &mut self,
+        a: &AdUpsert,
+        partition: i32,
+        image: &mut Option<Prefetched>,
+    ) -> Result<Outcome, ProcessError> {
         let model = self.space_id();
         let previous = self.recommender.ad(&a.ad_id).cloned();
         if previous.as_ref().is_some_and(|s| s.updated_at > a.updated_at) {
@@ -457,7 +646,10 @@ impl Pipeline {
         }
         let vector = match &previous {
             Some(s) if s.image_url == a.image_url && s.model == model => s.vector.clone(),
-            _ => self.embed_into_space(crate::adapt::Entity::Ad, &a.ad_id, &a.image_url).await?,
+            _ => {
+                let raw = self.image_vector(&a.image_url, image).await?;
+                self.into_space(crate::adapt::Entity::Ad, &a.ad_id, raw).await?
+            }
         };
         let ad = AdRecord {
             ad_id: a.ad_id.clone(),

@@ -21,7 +21,7 @@ pub enum Kind {
 }
 
 /// Every metric: name, kind, help (served as `# HELP`, listed in the README).
-pub const METRICS: [(&str, Kind, &str); 16] = [
+pub const METRICS: [(&str, Kind, &str); 18] = [
     (
         "adrec_events_total",
         Kind::Counter,
@@ -32,6 +32,8 @@ pub const METRICS: [(&str, Kind, &str); 16] = [
     ("adrec_fetch_seconds", Kind::Histogram, "Image download time."),
     ("adrec_fetch_bytes_total", Kind::Counter, "Image bytes downloaded."),
     ("adrec_embed_seconds", Kind::Histogram, "Image decode and model time per image."),
+    ("adrec_embed_batch_size", Kind::Histogram, "Images per model call (micro-batch size)."),
+    ("adrec_embed_batch_seconds", Kind::Histogram, "Time of one micro-batch, preprocessing included."),
     ("adrec_store_seconds", Kind::Histogram, "Vector store call time, by collection and op."),
     ("adrec_store_errors_total", Kind::Counter, "Failed vector store calls, by collection and op."),
     ("adrec_store_queries", Kind::Gauge, "Similarity searches issued by list maintenance since start."),
@@ -162,6 +164,13 @@ pub fn store_call(collection: &'static str, op: &'static str, took: Duration, ok
 /// A sink call finished (`op` publish/dead_letter).
 pub fn sink_call(op: &'static str, took: Duration) {
     metrics::histogram!("adrec_sink_seconds", "op" => op).record(took.as_secs_f64());
+}
+
+/// One model call over a micro-batch: how many images, and how long it took
+/// (preprocessing included).
+pub fn embed_batch(size: usize, took: Duration) {
+    metrics::histogram!("adrec_embed_batch_size").record(size as f64);
+    metrics::histogram!("adrec_embed_batch_seconds").record(took.as_secs_f64());
 }
 
 /// A list (or tombstone) was published.

@@ -69,3 +69,89 @@ fn different_images_differ() {
     let b = e.embed(&stripes).expect("embed");
     assert!(cosine(&a, &b) < 0.95, "unrelated images must not look identical");
 }
+
+/// Eight different pictures from the fixture: flips, rotations, a colour
+/// change, crops and odd sizes (so resizing is exercised), PNG and JPEG.
+fn distinct_images() -> Vec<Vec<u8>> {
+    use image::{DynamicImage, ImageFormat, imageops::FilterType};
+    let bytes = std::fs::read(common::repo().join("tests/fixtures/ref_image.png")).expect("fixture image");
+    let base = image::load_from_memory(&bytes).expect("fixture decodes");
+    let encode = |img: DynamicImage, fmt: ImageFormat| {
+        let mut buf = std::io::Cursor::new(Vec::new());
+        DynamicImage::ImageRgb8(img.to_rgb8()).write_to(&mut buf, fmt).expect("encode");
+        buf.into_inner()
+    };
+    vec![
+        bytes.clone(),
+        encode(base.fliph(), ImageFormat::Png),
+        encode(base.rotate90(), ImageFormat::Jpeg),
+        encode(base.huerotate(120), ImageFormat::Png),
+        encode(base.crop_imm(0, 0, 112, 112), ImageFormat::Png),
+        encode(base.resize_exact(400, 260, FilterType::Triangle), ImageFormat::Jpeg),
+        encode(base.grayscale(), ImageFormat::Png),
+        encode(base.crop_imm(100, 60, 124, 164).fliph(), ImageFormat::Jpeg),
+    ]
+}
+
+fn reference_vector() -> Vec<f32> {
+    let fixture: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(common::repo().join("tests/fixtures/ref_embedding.json")).expect("fixture json"),
+    )
+    .expect("fixture parses");
+    fixture["features_l2"].as_array().expect("features_l2").iter().map(|v| v.as_f64().expect("number") as f32).collect()
+}
+
+#[test]
+fn one_batched_call_equals_single_image_calls_slot_by_slot() {
+    let e = embedder();
+    let mut images = distinct_images();
+    // A broken image in the middle fails its own slot only.
+    images.insert(3, b"not an image".to_vec());
+    let refs: Vec<&[u8]> = images.iter().map(Vec::as_slice).collect();
+    let batched = e.embed_batch(&refs);
+    assert_eq!(batched.len(), images.len());
+    for (i, (bytes, got)) in images.iter().zip(&batched).enumerate() {
+        match e.embed(bytes) {
+            Err(single) => assert_eq!(got.as_ref().expect_err("slot must fail like the single call"), &single),
+            Ok(single) => {
+                let got = got.as_ref().unwrap_or_else(|err| panic!("slot {i}: {err}"));
+                let max_diff = got.iter().zip(&single).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+                assert!(max_diff <= 1e-4, "slot {i}: max |batched - single| = {max_diff}");
+            }
+        }
+    }
+    // The reference image (slot 0) still matches the independent Python implementation.
+    let cos = cosine(batched[0].as_ref().expect("reference slot"), &reference_vector());
+    assert!(cos >= 0.999, "batched path: cosine to the Python onnxruntime reference = {cos}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_batcher_hands_every_caller_its_own_vector() {
+    use adrec::embed::batcher::{BatchConfig, Batcher};
+    let e = embedder();
+    let images = distinct_images();
+    let singles: Vec<Vec<f32>> = images.iter().map(|b| e.embed(b).expect("single embed")).collect();
+    // Distinct enough that a mixed-up result would be caught below.
+    for i in 0..singles.len() {
+        for j in 0..i {
+            assert!(cosine(&singles[i], &singles[j]) < 0.9999, "images {i} and {j} embed alike");
+        }
+    }
+    let config = BatchConfig { max_batch: 5, max_wait: std::time::Duration::from_millis(50), max_concurrent: 2 };
+    let batcher = Batcher::new(e.clone(), config);
+    // Three rounds of every image, submitted concurrently in an interleaved order.
+    let n = images.len();
+    let order: Vec<usize> = (0..3).flat_map(|r| (0..n).map(move |i| (i * 5 + r) % n)).collect();
+    let calls = order.iter().map(|&i| {
+        let (batcher, bytes) = (batcher.clone(), images[i].clone());
+        async move { (i, batcher.embed(bytes).await) }
+    });
+    for (i, result) in futures::future::join_all(calls).await {
+        let got = result.expect("embedded");
+        let own = cosine(&got, &singles[i]);
+        assert!(own >= 0.99999, "caller of image {i}: cosine to its own single embed = {own}");
+        for (j, other) in singles.iter().enumerate().filter(|(j, _)| *j != i) {
+            assert!(cosine(&got, other) < own, "caller of image {i} got a vector closer to image {j}");
+        }
+    }
+}

@@ -1,6 +1,7 @@
 //! Image embedding: the [`Embedder`] seam, its errors, and the ONNX Runtime
 //! implementation.
 
+pub mod batcher;
 pub mod model;
 pub mod preprocess;
 
@@ -37,6 +38,12 @@ pub trait Embedder: Send + Sync + 'static {
     fn dim(&self) -> usize;
     /// Embed one encoded image (blocking: call from a blocking thread).
     fn embed(&self, image_bytes: &[u8]) -> Result<Vec<f32>, EmbedError>;
+    /// Embed several encoded images (blocking), one result per input, in
+    /// input order; one bad image fails only its own slot. The default runs
+    /// [`Embedder::embed`] on each; the ONNX embedder makes one model call.
+    fn embed_batch(&self, images: &[&[u8]]) -> Vec<Result<Vec<f32>, EmbedError>> {
+        images.iter().map(|bytes| self.embed(bytes)).collect()
+    }
 }
 
 /// Scale `v` to unit length (left as is when all zeros).

@@ -163,34 +163,61 @@ pub fn resize(img: &RgbImage, size: u32) -> Result<RgbImage, EmbedError> {
 }
 
 /// Write one image (already `size`×`size`) into `out` (len 3·size², CHW),
-/// scaled to [0, 1] then normalised by mean/std.
+/// scaled to [0, 1] then normalised by mean/std: one multiply-add per sample.
 pub fn normalise_into(img: &RgbImage, spec: &InputSpec, out: &mut [f32]) {
     let plane = (spec.size * spec.size) as usize;
     debug_assert_eq!(out.len(), 3 * plane);
     let scale: [f32; 3] = std::array::from_fn(|c| 1.0 / (255.0 * spec.std[c]));
     let shift: [f32; 3] = std::array::from_fn(|c| spec.mean[c] / spec.std[c]);
-    for (i, px) in img.pixels().enumerate() {
-        for c in 0..3 {
-            out[c * plane + i] = px[c] as f32 * scale[c] - shift[c];
-        }
+    let (r, rest) = out.split_at_mut(plane);
+    let (g, b) = rest.split_at_mut(plane);
+    // Planes and pixels zipped: no index arithmetic or bounds checks in the loop.
+    for (((px, r), g), b) in img.as_raw().chunks_exact(3).zip(r).zip(g).zip(b) {
+        *r = px[0] as f32 * scale[0] - shift[0];
+        *g = px[1] as f32 * scale[1] - shift[1];
+        *b = px[2] as f32 * scale[2] - shift[2];
     }
 }
 
-/// Decode, resize, orient and normalise into a fresh CHW tensor. The whole
-/// image is squeezed into the square input, so orienting after resizing
-/// gives the same pixels as before it, without rotating a full-size copy.
+/// Decode, resize, orient and normalise into a fresh CHW tensor (see [`prepare_into`]).
+pub fn prepare(bytes: &[u8], spec: &InputSpec, max_side: u32) -> Result<Vec<f32>, EmbedError> {
+    let mut out = vec![0.0; input_len(spec)];
+    prepare_into(bytes, spec, max_side, &mut out)?;
+    Ok(out)
+}
+
+/// Floats one image takes in the input tensor (3·size²).
+pub fn input_len(spec: &InputSpec) -> usize {
+    3 * (spec.size as usize) * (spec.size as usize)
+}
+
+/// Decode, resize, orient and normalise straight into `out`, one image's
+/// slot of a batch tensor (len 3·size², CHW): no tensor-sized copy is made.
+/// The whole image is squeezed into the square input, so orienting after
+/// resizing gives the same pixels as before it, without rotating a
+/// full-size copy. An image already at the input size is not resized.
 /// Peak memory is the decoded frame (capped at 1 GiB by the decoder limits)
 /// plus at most one 8-bit RGB copy of it for 16-bit or greyscale sources.
-pub fn prepare(bytes: &[u8], spec: &InputSpec, max_side: u32) -> Result<Vec<f32>, EmbedError> {
+pub fn prepare_into(bytes: &[u8], spec: &InputSpec, max_side: u32, out: &mut [f32]) -> Result<(), EmbedError> {
+    if out.len() != input_len(spec) {
+        return Err(EmbedError::Runtime(format!("tensor slot holds {} floats, need {}", out.len(), input_len(spec))));
+    }
     let (full, orientation) = decode_unoriented(bytes, max_side)?;
-    let small = resize(&full, spec.size)?;
-    drop(full);
-    let mut img = DynamicImage::ImageRgb8(small);
-    img.apply_orientation(orientation);
-    let img = img.into_rgb8();
-    let mut out = vec![0.0; 3 * (spec.size * spec.size) as usize];
-    normalise_into(&img, spec, &mut out);
-    Ok(out)
+    let small = if full.dimensions() == (spec.size, spec.size) {
+        full
+    } else {
+        let small = resize(&full, spec.size)?;
+        drop(full);
+        small
+    };
+    if orientation == Orientation::NoTransforms {
+        normalise_into(&small, spec, out);
+    } else {
+        let mut img = DynamicImage::ImageRgb8(small);
+        img.apply_orientation(orientation);
+        normalise_into(&img.into_rgb8(), spec, out);
+    }
+    Ok(())
 }
 
 #[cfg(test)]

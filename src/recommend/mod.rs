@@ -204,6 +204,11 @@ impl Recommender {
         self.index.retain(|id| ads.get(id).is_none_or(|a| !partitions.contains(&a.partition)));
     }
 
+    /// Whether this worker writes the lists of ads from input partition `partition`.
+    pub fn owns_partition(&self, partition: i32) -> bool {
+        self.owned.as_ref().is_none_or(|o| o.contains(&partition))
+    }
+
     fn owns(&self, ad: &AdRecord) -> bool {
         self.owned.as_ref().is_none_or(|o| o.contains(&ad.partition))
     }

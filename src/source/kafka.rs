@@ -24,7 +24,7 @@ use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
 use super::commit::{CommitTracker, TopicPartition};
 use super::lag::LagContext;
-use super::{EventSource, OwnershipChange, SourceError, SourceRecord};
+use super::{EventSource, OwnershipChange, OwnershipFeed, SourceError, SourceRecord};
 use crate::config::KafkaConfig;
 use crate::events::Stream;
 use crate::kafka::{KafkaSetupError, consumer_config, setup_error};
@@ -238,6 +238,10 @@ impl EventSource for KafkaSource {
 
     fn take_ownership_changes(&mut self) -> Vec<OwnershipChange> {
         self.changes.lock().map(|mut c| std::mem::take(&mut *c)).unwrap_or_default()
+    }
+
+    fn ownership_feed(&self) -> Option<OwnershipFeed> {
+        Some(OwnershipFeed(self.changes.clone()))
     }
 
     async fn close(&mut self) -> Result<(), SourceError> {

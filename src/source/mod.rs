@@ -6,6 +6,8 @@ pub mod kafka;
 pub mod lag;
 pub mod metered;
 
+use std::sync::{Arc, Mutex};
+
 use async_trait::async_trait;
 
 use crate::events::Stream;
@@ -36,6 +38,19 @@ pub enum OwnershipChange {
     Revoked(Vec<i32>),
 }
 
+/// The queue behind [`EventSource::take_ownership_changes`], shared, so that
+/// changes can be read while a `next` call is pending (the pipeline applies
+/// records that were read earlier while it waits for new ones).
+#[derive(Debug, Clone, Default)]
+pub struct OwnershipFeed(pub Arc<Mutex<Vec<OwnershipChange>>>);
+
+impl OwnershipFeed {
+    /// Changes since the last call, oldest first.
+    pub fn take(&self) -> Vec<OwnershipChange> {
+        self.0.lock().map(|mut c| std::mem::take(&mut *c)).unwrap_or_default()
+    }
+}
+
 /// Errors reading from or acknowledging to a source.
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {
@@ -58,6 +73,10 @@ pub trait EventSource: Send {
     /// Ownership changes since the last call (sources without partitions have none).
     fn take_ownership_changes(&mut self) -> Vec<OwnershipChange> {
         Vec::new()
+    }
+    /// The same changes through a shared handle, if the source has any.
+    fn ownership_feed(&self) -> Option<OwnershipFeed> {
+        None
     }
     /// Stop consuming and persist the final position (called once, at the end).
     async fn close(&mut self) -> Result<(), SourceError> {
