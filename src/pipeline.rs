@@ -250,7 +250,12 @@ impl Pipeline {
     }
 
     /// Project an entity's raw embedding into the space in use.
-    async fn into_space(&self, entity: crate::adapt::Entity, id: &str, raw: Vec<f32>) -> Result<Vec<f32>, ProcessError> {
+    async fn into_space(
+        &self,
+        entity: crate::adapt::Entity,
+        id: &str,
+        raw: Vec<f32>,
+    ) -> Result<Vec<f32>, ProcessError> {
         match &self.space {
             Some(space) => Ok(space.adapt(entity, id, raw).await?),
             None => Ok(raw),
