@@ -100,6 +100,8 @@ pub fn init(config: &LogConfig) {
 
 /// Latency buckets (seconds) for every `_seconds` histogram: 1 ms to 30 s.
 const SECONDS_BUCKETS: [f64; 14] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
+/// Buckets for the micro-batch size histogram (images per model call).
+const BATCH_BUCKETS: [f64; 8] = [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0];
 
 /// The process-wide Prometheus recorder (installed on first use).
 pub fn prometheus() -> Option<&'static PrometheusHandle> {
@@ -109,6 +111,7 @@ pub fn prometheus() -> Option<&'static PrometheusHandle> {
             // Buckets rather than the exporter's default summaries: histograms aggregate across workers.
             let builder = PrometheusBuilder::new()
                 .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &SECONDS_BUCKETS)
+                .and_then(|b| b.set_buckets_for_metric(Matcher::Full("adrec_embed_batch_size".into()), &BATCH_BUCKETS))
                 .and_then(PrometheusBuilder::install_recorder);
             match builder {
                 Ok(handle) => {
