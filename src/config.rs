@@ -68,12 +68,14 @@ pub struct PipelineConfig {
     /// Records whose image is downloaded and embedded ahead of time, in
     /// parallel; effects are still applied one at a time in input order.
     /// Bounds memory (about one image body each). 1 = strictly sequential.
+    /// Above 1, finished records are acknowledged only when the source next
+    /// yields, so an idle stream holds their offsets back: default 1.
     pub max_in_flight: usize,
 }
 
 impl Default for PipelineConfig {
     fn default() -> Self {
-        Self { max_in_flight: 32 }
+        Self { max_in_flight: 1 }
     }
 }
 

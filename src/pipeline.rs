@@ -359,7 +359,7 @@ impl Pipeline {
             self.config.recommend.max_k,
             Utc::now(),
         );
-        let model = self.embedder.model_id().to_string();
+        let model = self.space_id();
         let want = match &event {
             Ok(InputEvent::AdUpserted(a)) => match self.recommender.ad(&a.ad_id) {
                 Some(s) if s.updated_at > a.updated_at => Want::Nothing,
