@@ -87,6 +87,8 @@ struct Ready {
     record: SourceRecord,
     event: Result<InputEvent, EventError>,
     image: Option<Prefetched>,
+    /// The prefetch's store lookup failed; the apply stage retries it.
+    store_retry: bool,
 }
 
 /// Download an image and embed it through the micro-batcher.
@@ -373,6 +375,7 @@ impl Pipeline {
         };
         let (fetcher, batcher, products) = (self.fetcher.clone(), self.batcher.clone(), self.products.clone());
         Box::pin(async move {
+            let mut store_retry = false;
             let url = match want {
                 Want::Nothing => None,
                 Want::Image(url) => Some(url),
@@ -383,14 +386,17 @@ impl Pipeline {
                         _ => Some(url),
                     },
                     // The store is retried when the record is applied; no head start.
-                    Err(_) => None,
+                    Err(_) => {
+                        store_retry = true;
+                        None
+                    }
                 },
             };
             let image = match url {
                 Some(url) => Some(Prefetched { result: fetch_and_embed(&fetcher, &batcher, &url).await, url }),
                 None => None,
             };
-            Ready { record, event, image }
+            Ready { record, event, image, store_retry }
         })
     }
 
@@ -434,7 +440,7 @@ impl Pipeline {
             self.config.recommend.max_k,
             Utc::now(),
         );
-        self.handle_ready(Ready { record: record.clone(), event, image: None }, shutdown).await
+        self.handle_ready(Ready { record: record.clone(), event, image: None, store_retry: false }, shutdown).await
     }
 
     /// [`Pipeline::handle`] for a record read ahead, with its image perhaps prefetched.
@@ -443,7 +449,12 @@ impl Pipeline {
         ready: Ready,
         shutdown: &CancellationToken,
     ) -> Result<Option<Outcome>, PipelineError> {
-        let Ready { record, event, mut image } = ready;
+        let Ready { record, event, mut image, store_retry } = ready;
+        if store_retry {
+            // A failed store call is a retry even when it happened ahead of time.
+            self.stats.retries += 1;
+            telemetry::retry("store");
+        }
         let record = &record;
         let event = match event {
             Ok(e) => e,
