@@ -350,17 +350,22 @@ impl Pipeline {
         Ok(())
     }
 
-    /// Parse a record and start downloading and embedding its image, if the
-    /// state known now says it needs one (decided again when it is applied).
-    fn read_ahead(&self, record: SourceRecord) -> Pin<Box<dyn Future<Output = Ready> + Send>> {
-        let event = events::parse_event(
+    /// Parse a record under the configured limits.
+    fn parse(&self, record: &SourceRecord) -> Result<InputEvent, EventError> {
+        events::parse_event(
             record.stream,
             record.key.as_deref(),
             record.payload.as_deref(),
             &self.config.events,
             self.config.recommend.max_k,
             Utc::now(),
-        );
+        )
+    }
+
+    /// Parse a record and start downloading and embedding its image, if the
+    /// state known now says it needs one (decided again when it is applied).
+    fn read_ahead(&self, record: SourceRecord) -> Pin<Box<dyn Future<Output = Ready> + Send>> {
+        let event = self.parse(&record);
         let model = self.space_id();
         let want = match &event {
             Ok(InputEvent::AdUpserted(a)) => match self.recommender.ad(&a.ad_id) {
@@ -432,14 +437,7 @@ impl Pipeline {
         record: &SourceRecord,
         shutdown: &CancellationToken,
     ) -> Result<Option<Outcome>, PipelineError> {
-        let event = events::parse_event(
-            record.stream,
-            record.key.as_deref(),
-            record.payload.as_deref(),
-            &self.config.events,
-            self.config.recommend.max_k,
-            Utc::now(),
-        );
+        let event = self.parse(&record);
         self.handle_ready(Ready { record: record.clone(), event, image: None, store_retry: false }, shutdown).await
     }
 
