@@ -17,6 +17,7 @@ use crate::events::{AdFilter, RecommendationList};
 use crate::recommend::Recommender;
 use crate::records::{AdRecord, ProductRecord};
 use crate::sink::{DeadLetter, ListSink, SinkError};
+use crate::store::edge::EdgeStore;
 use crate::store::memory::MemoryStore;
 use crate::store::{StoreError, VectorStore};
 
@@ -41,6 +42,17 @@ pub struct MaintainParams {
     pub check_ads: usize,
     /// Random seed.
     pub seed: u64,
+    /// Which store holds the catalogue and the ads.
+    pub store: BenchStore,
+}
+
+/// The store a maintenance benchmark runs against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum BenchStore {
+    /// Brute-force in-memory maps (exact by construction; the test double).
+    Memory,
+    /// The embedded default (qdrant-edge) in a temporary directory.
+    Edge,
 }
 
 /// A sink that only counts publications (benchmarks and long-run tests).
@@ -107,12 +119,31 @@ pub async fn maintain(p: &MaintainParams) -> Result<Vec<String>, StoreError> {
     let rss_start = rss_mb();
     let fail = |e: crate::recommend::RecommendError| StoreError::Unavailable(e.to_string());
 
-    let store = Arc::new(MemoryStore::default());
-    let ads_store = Arc::new(MemoryStore::default());
+    // Removed when the benchmark ends (the guard outlives the stores).
+    let _dir_guard;
+    let (store, ads_store): (Arc<dyn VectorStore>, Arc<dyn VectorStore>) = match p.store {
+        BenchStore::Memory => (Arc::new(MemoryStore::default()), Arc::new(MemoryStore::default())),
+        BenchStore::Edge => {
+            let dir = tempfile::Builder::new()
+                .prefix("adrec-bench-")
+                .tempdir()
+                .map_err(|e| StoreError::Open { path: "temporary directory".into(), reason: e.to_string() })?;
+            let stores = (
+                Arc::new(EdgeStore::open(&dir.path().join("products"), p.dim)?) as Arc<dyn VectorStore>,
+                Arc::new(EdgeStore::open(&dir.path().join("ads"), p.dim)?) as Arc<dyn VectorStore>,
+            );
+            _dir_guard = dir;
+            stores
+        }
+    };
     let sink = Arc::new(CountingSink::default());
     out.push(format!(
-        "maintain.ads={} maintain.products={} maintain.k={} maintain.dim={}",
-        p.ads, p.products, p.k, p.dim
+        "maintain.ads={} maintain.products={} maintain.k={} maintain.dim={} maintain.store={:?}",
+        p.ads,
+        p.products,
+        p.k,
+        p.dim,
+        p.store
     ));
     let load = Instant::now();
     let mut batch = Vec::with_capacity(10_000);

@@ -18,6 +18,7 @@
 use std::collections::HashMap;
 
 use super::buffer::TopBuffer;
+use crate::events::AdFilter;
 use super::score::dot;
 
 /// Absolute error allowed for a cosine computed in `f32` (far above the
@@ -36,6 +37,8 @@ const KMEANS_ROUNDS: usize = 4;
 struct Slot {
     ad_id: String,
     buffer: TopBuffer,
+    /// Index into [`AdIndex::filters`].
+    filter: u32,
 }
 
 /// Per-slot scalars the pruning scan reads (structure of arrays, so the scan
@@ -53,6 +56,46 @@ struct Bounds {
     /// Score a product must reach to enter the buffer (−∞: anything enters;
     /// +∞: free slot).
     threshold: Vec<f32>,
+    /// Position of the slot in its group's member list.
+    pos: Vec<u32>,
+}
+
+/// What holds for every member of a group, so that one test can skip the
+/// whole group. Removals leave the bounds loose (still valid); a scan of the
+/// members tightens them again.
+#[derive(Debug, Clone)]
+struct Group {
+    members: Vec<u32>,
+    /// Range of the members' cos(c, a).
+    cos_min: f32,
+    cos_max: f32,
+    /// Largest sin bound of any member.
+    sin_max: f32,
+    /// Largest |a|.
+    norm_max: f32,
+    /// At most the lowest entry threshold of any member.
+    threshold_min: f32,
+}
+
+impl Group {
+    fn empty() -> Self {
+        Self {
+            members: Vec::new(),
+            cos_min: f32::INFINITY,
+            cos_max: f32::NEG_INFINITY,
+            sin_max: 0.0,
+            norm_max: 0.0,
+            threshold_min: f32::INFINITY,
+        }
+    }
+
+    fn admit(&mut self, cos: f32, sin: f32, norm: f32, threshold: f32) {
+        self.cos_min = self.cos_min.min(cos);
+        self.cos_max = self.cos_max.max(cos);
+        self.sin_max = self.sin_max.max(sin);
+        self.norm_max = self.norm_max.max(norm);
+        self.threshold_min = self.threshold_min.min(threshold);
+    }
 }
 
 /// Ads with their buffers, grouped for pruned scans.
@@ -66,10 +109,19 @@ pub struct AdIndex {
     bounds: Bounds,
     /// Unit centroids, `dim` floats each.
     centroids: Vec<f32>,
+    /// One per centroid.
+    groups: Vec<Group>,
     /// Live slots when the groups were last fitted.
     grouped_at: usize,
     listed: HashMap<String, Vec<u32>>,
     listed_entries: usize,
+    /// Distinct ad filters (most ads share a few), so a product is checked
+    /// once per filter rather than once per ad. Never shrinks: bounded by
+    /// the distinct filters ever seen.
+    filters: Vec<AdFilter>,
+    filter_ids: HashMap<String, u32>,
+    /// Whether [`AdIndex::extend`] is adding ads (grouping waits for the end).
+    deferred: bool,
     /// Entries right after the last compaction (all live then).
     listed_compacted: usize,
 }
@@ -98,8 +150,32 @@ impl AdIndex {
         &self.vectors[slot * self.dim..(slot + 1) * self.dim]
     }
 
+    fn filter_id(&mut self, filter: &AdFilter) -> u32 {
+        // The canonical JSON form is the key (filters hold maps and floats-free values).
+        let key = serde_json::to_string(filter).unwrap_or_default();
+        if let Some(id) = self.filter_ids.get(&key) {
+            return *id;
+        }
+        let id = self.filters.len() as u32;
+        self.filters.push(filter.clone());
+        self.filter_ids.insert(key, id);
+        id
+    }
+
+    /// Index many ads at once; grouping is fitted once at the end.
+    pub fn extend<'a>(&mut self, ads: impl IntoIterator<Item = (&'a str, &'a [f32], &'a AdFilter, TopBuffer)>) {
+        self.deferred = true;
+        for (ad_id, vector, filter, buffer) in ads {
+            self.insert(ad_id, vector, filter, buffer);
+        }
+        self.deferred = false;
+        if self.len() >= MIN_ADS_TO_GROUP {
+            self.regroup();
+        }
+    }
+
     /// Index an ad (replacing any previous entry) with its filled buffer.
-    pub fn insert(&mut self, ad_id: &str, vector: &[f32], buffer: TopBuffer) {
+    pub fn insert(&mut self, ad_id: &str, vector: &[f32], filter: &AdFilter, buffer: TopBuffer) {
         self.remove(ad_id);
         if self.dim == 0 {
             self.dim = vector.len().max(1);
@@ -115,6 +191,7 @@ impl AdIndex {
                 b.cos_c.push(0.0);
                 b.sin_c.push(0.0);
                 b.threshold.push(f32::INFINITY);
+                b.pos.push(0);
                 self.slots.len() - 1
             }
         };
@@ -128,11 +205,14 @@ impl AdIndex {
             self.listed.entry(item.product_id.clone()).or_default().push(slot as u32);
             self.listed_entries += 1;
         }
-        self.slots[slot] = Some(Slot { ad_id: ad_id.to_string(), buffer });
+        let filter = self.filter_id(filter);
+        self.slots[slot] = Some(Slot { ad_id: ad_id.to_string(), buffer, filter });
         self.slot_of.insert(ad_id.to_string(), slot);
         self.bounds.norm[slot] = norm(self.row(slot));
         self.sync_threshold(slot);
-        if self.len() >= MIN_ADS_TO_GROUP && self.len() >= 2 * self.grouped_at {
+        if self.deferred {
+            self.bounds.group[slot] = u32::MAX - 1; // scored exhaustively until grouped
+        } else if self.len() >= MIN_ADS_TO_GROUP && self.len() >= 2 * self.grouped_at {
             self.regroup();
         } else {
             self.assign(slot);
@@ -143,7 +223,7 @@ impl AdIndex {
     pub fn remove(&mut self, ad_id: &str) -> Option<TopBuffer> {
         let slot = self.slot_of.remove(ad_id)?;
         let removed = self.slots[slot].take().map(|s| s.buffer);
-        self.bounds.group[slot] = u32::MAX;
+        self.leave_group(slot);
         self.bounds.threshold[slot] = f32::INFINITY;
         self.free.push(slot);
         removed
@@ -159,8 +239,26 @@ impl AdIndex {
 
     fn sync_threshold(&mut self, slot: usize) {
         if let Some(s) = &self.slots[slot] {
-            self.bounds.threshold[slot] = s.buffer.entry_threshold().unwrap_or(f32::NEG_INFINITY);
+            let t = s.buffer.entry_threshold().unwrap_or(f32::NEG_INFINITY);
+            self.bounds.threshold[slot] = t;
+            // A lower entry score must lower the group's bound at once; a higher one may wait.
+            if let Some(g) = self.groups.get_mut(self.bounds.group[slot] as usize) {
+                g.threshold_min = g.threshold_min.min(t);
+            }
         }
+    }
+
+    /// Take a slot out of its group's member list.
+    fn leave_group(&mut self, slot: usize) {
+        let b = &mut self.bounds;
+        if let Some(g) = self.groups.get_mut(b.group[slot] as usize) {
+            let at = b.pos[slot] as usize;
+            g.members.swap_remove(at);
+            if let Some(&moved) = g.members.get(at) {
+                b.pos[moved as usize] = at as u32;
+            }
+        }
+        b.group[slot] = u32::MAX;
     }
 
     /// Put a slot in its nearest group and record its bound terms.
@@ -178,6 +276,7 @@ impl AdIndex {
     }
 
     fn set_group(&mut self, slot: usize, group: usize, dot_c: f32) {
+        self.leave_group(slot);
         let n = self.bounds.norm[slot];
         let b = &mut self.bounds;
         b.group[slot] = group as u32;
@@ -185,13 +284,18 @@ impl AdIndex {
             // A zero vector scores 0 with everything: bound exactly 0.
             b.cos_c[slot] = 0.0;
             b.sin_c[slot] = 0.0;
-            return;
+        } else {
+            let cos = (dot_c / n) as f64;
+            b.cos_c[slot] = cos as f32;
+            // Upper bound on sin over the error interval of cos.
+            let lo = (cos.abs() - COS_MARGIN).max(0.0);
+            b.sin_c[slot] = ((1.0 - lo * lo).max(0.0).sqrt()) as f32;
         }
-        let cos = (dot_c / n) as f64;
-        b.cos_c[slot] = cos as f32;
-        // Upper bound on sin over the error interval of cos.
-        let lo = (cos.abs() - COS_MARGIN).max(0.0);
-        b.sin_c[slot] = ((1.0 - lo * lo).max(0.0).sqrt()) as f32;
+        if let Some(g) = self.groups.get_mut(group) {
+            b.pos[slot] = g.members.len() as u32;
+            g.members.push(slot as u32);
+            g.admit(b.cos_c[slot], b.sin_c[slot], n, b.threshold[slot]);
+        }
     }
 
     /// Fit centroids on (a sample of) the live ads and regroup every slot.
@@ -231,6 +335,10 @@ impl AdIndex {
             }
         }
         self.centroids = centroids;
+        self.groups = vec![Group::empty(); groups];
+        for s in live.iter().copied() {
+            self.bounds.group[s] = u32::MAX; // its old group is gone
+        }
         for s in live.iter().copied() {
             let (g, cos) = nearest(&self.centroids, dim, self.row(s));
             self.set_group(s, g, cos);
@@ -256,47 +364,102 @@ impl AdIndex {
         self.slots[slot].as_ref().map(|s| s.ad_id.as_str())
     }
 
-    /// Slots whose ad could take a product with this vector into its buffer,
-    /// with the exact score: every slot not returned provably cannot.
-    pub fn candidates(&self, vector: &[f32]) -> Vec<(u32, f32)> {
+    /// For each product: the slots whose ad accepts it (`accepts`, given the
+    /// product's position, is asked once per distinct filter) and whose
+    /// buffer it can enter, with the exact score; every slot not returned
+    /// provably cannot take it. Group by group, each ad row is scored against
+    /// every product of the batch its bound lets through while it is in
+    /// cache: a catalogue scan is memory-bound otherwise. Tightens the bounds
+    /// of the groups it scans on the way.
+    pub fn candidates_batch(
+        &mut self,
+        vectors: &[&[f32]],
+        accepts: impl Fn(usize, &AdFilter) -> bool,
+    ) -> Vec<Vec<(u32, f32)>> {
         let dim = self.dim;
-        let p_norm = norm(vector);
-        let groups = self.centroids.len() / dim.max(1);
-        let mut out = Vec::new();
-        if groups == 0 || p_norm <= 0.0 {
-            for (s, t) in self.bounds.threshold.iter().enumerate() {
-                if *t != f32::INFINITY {
-                    out.push((s as u32, dot(self.row(s), vector)));
+        let n = vectors.len();
+        let p_norm: Vec<f32> = vectors.iter().map(|v| norm(v)).collect();
+        // Per product and filter: 0 not asked yet, 1 accepts, 2 rejects.
+        let filters_n = self.filters.len();
+        let mut verdict = vec![0u8; n * filters_n];
+        let (slots, filters, b, rows) = (&self.slots, &self.filters, &self.bounds, &self.vectors);
+        let mut out: Vec<Vec<(u32, f32)>> = vec![Vec::new(); n];
+        // Score slot `s` against product `j` if the ad accepts it; keep it if it can enter.
+        let mut consider = |s: usize, j: usize, out: &mut Vec<Vec<(u32, f32)>>| {
+            let Some(f) = slots[s].as_ref().map(|slot| slot.filter as usize) else { return };
+            let v = &mut verdict[j * filters_n + f];
+            if *v == 0 {
+                *v = if accepts(j, &filters[f]) { 1 } else { 2 };
+            }
+            if *v == 1 {
+                let score = dot(&rows[s * dim..(s + 1) * dim], vectors[j]);
+                // Below the entry score the buffer rejects it anyway (ties go to `offer`).
+                if score >= b.threshold[s] {
+                    out[j].push((s as u32, score));
+                }
+            }
+        };
+        if self.groups.is_empty() {
+            for s in 0..b.threshold.len() {
+                if b.threshold[s] != f32::INFINITY {
+                    (0..n).for_each(|j| consider(s, j, &mut out));
                 }
             }
             return out;
         }
-        // Per group: cos(c, p) widened by the margin, and an upper bound on sin(c, p).
-        let mut cos_p = Vec::with_capacity(groups);
-        let mut sin_p = Vec::with_capacity(groups);
-        for g in 0..groups {
-            let cos = (dot(&self.centroids[g * dim..(g + 1) * dim], vector) / p_norm) as f64;
-            let lo = (cos.abs() - COS_MARGIN).max(0.0);
-            cos_p.push(cos as f32);
-            sin_p.push((1.0 - lo * lo).max(0.0).sqrt() as f32);
-        }
-        let b = &self.bounds;
         let margin = COS_MARGIN as f32;
-        for s in 0..b.group.len() {
-            let t = b.threshold[s];
-            if t == f32::INFINITY {
+        let mut tightened = Vec::new();
+        // Products a group's bound lets through, with their cos and sin bound to its centroid.
+        let mut through: Vec<(usize, f32, f32)> = Vec::with_capacity(n);
+        for (g, group) in self.groups.iter().enumerate() {
+            if group.members.is_empty() {
                 continue;
             }
-            let g = b.group[s] as usize;
-            if t != f32::NEG_INFINITY && g < groups {
-                let c = b.cos_c[s];
-                // cos(θcp − θca) plus the error of both cosines.
-                let cos_bound = cos_p[g] * c + margin * (c.abs() + cos_p[g].abs() + margin) + sin_p[g] * b.sin_c[s];
-                if cos_bound.min(1.0) * b.norm[s] * p_norm + SCORE_MARGIN < t {
+            let centroid = &self.centroids[g * dim..(g + 1) * dim];
+            through.clear();
+            for (j, vector) in vectors.iter().enumerate() {
+                if p_norm[j] <= 0.0 {
+                    // A zero vector scores 0 with every ad: no bound needed.
+                    through.push((j, 0.0, 1.0));
                     continue;
                 }
+                let cos = (dot(centroid, vector) / p_norm[j]) as f64;
+                let lo = (cos.abs() - COS_MARGIN).max(0.0);
+                let (cos_p, sin_p) = (cos as f32, (1.0 - lo * lo).max(0.0).sqrt() as f32);
+                // The whole group: each term of the per-ad bound at its members' worst.
+                let c = if cos_p >= 0.0 { group.cos_max } else { group.cos_min };
+                let err = margin * (1.0 + margin + cos_p.abs() + margin);
+                let bound = (cos_p * c + err + sin_p * group.sin_max).clamp(0.0, 1.0);
+                if group.threshold_min == f32::NEG_INFINITY
+                    || bound * group.norm_max * p_norm[j] + SCORE_MARGIN >= group.threshold_min
+                {
+                    through.push((j, cos_p, sin_p));
+                }
             }
-            out.push((s as u32, dot(self.row(s), vector)));
+            if through.is_empty() {
+                continue;
+            }
+            let mut fresh = Group::empty();
+            for &s in &group.members {
+                let s = s as usize;
+                let (t, c, sin_c, a_norm) = (b.threshold[s], b.cos_c[s], b.sin_c[s], b.norm[s]);
+                fresh.admit(c, sin_c, a_norm, t);
+                for &(j, cos_p, sin_p) in &through {
+                    if t != f32::NEG_INFINITY && p_norm[j] > 0.0 {
+                        // cos(θcp − θca) plus the error of both cosines.
+                        let cos_bound = cos_p * c + margin * (c.abs() + cos_p.abs() + margin) + sin_p * sin_c;
+                        if cos_bound.min(1.0) * a_norm * p_norm[j] + SCORE_MARGIN < t {
+                            continue;
+                        }
+                    }
+                    consider(s, j, &mut out);
+                }
+            }
+            tightened.push((g, fresh));
+        }
+        for (g, fresh) in tightened {
+            let members = std::mem::take(&mut self.groups[g].members);
+            self.groups[g] = Group { members, ..fresh };
         }
         out
     }
@@ -314,11 +477,6 @@ impl AdIndex {
         self.sync_threshold(slot);
         self.compact_listed();
         self.slots[slot].as_ref().map(|s| s.ad_id.as_str())
-    }
-
-    /// Ad id of a slot.
-    pub fn ad_id(&self, slot: u32) -> Option<&str> {
-        self.slots.get(slot as usize)?.as_ref().map(|s| s.ad_id.as_str())
     }
 
     /// Rebuild the reverse index from the buffers once stale entries dominate.
@@ -385,7 +543,7 @@ mod tests {
                 })
                 .collect();
             let capacity = if a % 7 == 0 { 3 } else { 2 };
-            index.insert(&format!("a{a}"), &v, TopBuffer::from_hits(hits, capacity));
+            index.insert(&format!("a{a}"), &v, &AdFilter::default(), TopBuffer::from_hits(hits, capacity));
             vectors.push(v);
         }
         for a in (0..600).step_by(5) {
@@ -396,7 +554,7 @@ mod tests {
         for _ in 0..products {
             let c = rng.random_range(0..centres.len());
             let p = near(&mut rng, &centres[c], 0.4);
-            let found: HashMap<u32, f32> = index.candidates(&p).into_iter().collect();
+            let found: HashMap<u32, f32> = index.candidates_batch(&[&p], |_, _| true).concat().into_iter().collect();
             scored += found.len();
             for (a, v) in vectors.iter().enumerate() {
                 let Some(&slot) = index.slot_of.get(&format!("a{a}")) else { continue };

@@ -78,21 +78,31 @@ pub fn brute_force_top_k<'a>(
 /// Ads missing buffers from which one catalogue scan beats a query per ad.
 const SCAN_REBUILD_MIN_ADS: usize = 64;
 
+/// Products read per page by a catalogue scan.
+const SCAN_PAGE: usize = 1024;
+/// Products scored together by a catalogue scan (enough to reuse each ad
+/// row from cache many times, few enough that their vectors stay in cache).
+const SCAN_BATCH: usize = 256;
+
 /// Offer a product to every indexed ad it may enter and qualifies for; the
 /// ads whose buffer changed.
-fn enter_buffers(index: &mut AdIndex, ads: &BTreeMap<String, AdRecord>, product: &ProductRecord) -> Vec<String> {
+fn enter_buffers(index: &mut AdIndex, product: &ProductRecord) -> Vec<String> {
+    enter_buffers_batch(index, std::slice::from_ref(product))
+}
+
+/// [`enter_buffers`] for many products, scored in one batch (offers follow
+/// in input order; a buffer's final content does not depend on it).
+fn enter_buffers_batch(index: &mut AdIndex, products: &[ProductRecord]) -> Vec<String> {
+    let vectors: Vec<&[f32]> = products.iter().map(|p| p.vector.as_slice()).collect();
+    let found =
+        index.candidates_batch(&vectors, |j, f| f.accepts(products[j].in_stock, &products[j].attributes));
     let mut touched = Vec::new();
-    for (slot, score) in index.candidates(&product.vector) {
-        let qualifies = index
-            .ad_id(slot)
-            .and_then(|ad_id| ads.get(ad_id))
-            .is_some_and(|ad| ad.filter.accepts(product.in_stock, &product.attributes));
-        if !qualifies {
-            continue;
-        }
-        let item = ListItem { product_id: product.product_id.clone(), score, image_url: product.image_url.clone() };
-        if let Some(ad_id) = index.offer(slot, item) {
-            touched.push(ad_id.to_string());
+    for (product, candidates) in products.iter().zip(found) {
+        for (slot, score) in candidates {
+            let item = ListItem { product_id: product.product_id.clone(), score, image_url: product.image_url.clone() };
+            if let Some(ad_id) = index.offer(slot, item) {
+                touched.push(ad_id.to_string());
+            }
         }
     }
     touched
@@ -251,44 +261,66 @@ impl Recommender {
         if !self.needs_rebuild {
             return Ok(0);
         }
-        let missing: Vec<AdRecord> = self.live_ads().filter(|a| !self.index.contains(&a.ad_id)).cloned().collect();
-        if missing.len() >= SCAN_REBUILD_MIN_ADS {
-            self.rebuild_by_scan(&missing).await?;
+        let ids: Vec<String> =
+            self.live_ads().filter(|a| !self.index.contains(&a.ad_id)).map(|a| a.ad_id.clone()).collect();
+        if ids.len() >= SCAN_REBUILD_MIN_ADS {
+            self.rebuild_by_scan(&ids).await?;
         } else {
             let mut progress =
-                (!missing.is_empty()).then(|| crate::progress::Progress::start("rebuilding ad lists", missing.len()));
-            for ad in &missing {
-                let buffer = self.fill(ad).await?;
-                self.index.insert(&ad.ad_id, &ad.vector, buffer);
+                (!ids.is_empty()).then(|| crate::progress::Progress::start("rebuilding ad lists", ids.len()));
+            for id in &ids {
+                let Some(ad) = self.ads.get(id).cloned() else { continue };
+                let buffer = self.fill(&ad).await?;
+                self.index.insert(&ad.ad_id, &ad.vector, &ad.filter, buffer);
                 if let Some(p) = progress.as_mut() {
                     p.advance(1);
                 }
             }
         }
-        let ids: Vec<String> = missing.into_iter().map(|a| a.ad_id).collect();
         self.settle(&ids).await?;
         self.needs_rebuild = false;
         Ok(ids.len())
     }
 
-    /// Build many buffers at once: one pass over the catalogue, each product
-    /// offered only to the ads its bound does not rule out (one store query
-    /// per ad would cost ads × catalogue).
-    async fn rebuild_by_scan(&mut self, missing: &[AdRecord]) -> Result<(), StoreError> {
-        let mut fresh = AdIndex::default();
-        for ad in missing {
-            fresh.insert(&ad.ad_id, &ad.vector, TopBuffer::from_hits(Vec::new(), self.capacity(ad.k)));
-        }
-        let products = self.products.scroll_all(true).await?;
-        self.store_queries += 1;
-        let total = products.len();
+    /// Build many buffers at once: one paged pass over the catalogue, each
+    /// product offered only to the ads its bound does not rule out (one
+    /// store query per ad would cost ads × catalogue). The ads are split into
+    /// one index per core and each page is offered to all of them in parallel.
+    async fn rebuild_by_scan(&mut self, ids: &[String]) -> Result<(), StoreError> {
+        use rayon::prelude::*;
+        let capacity = |k: usize| k * self.config.buffer_factor.max(1);
+        // Borrowed, not cloned: at 100k ads a copy of the records is hundreds of MB.
+        let missing: Vec<&AdRecord> = ids.iter().filter_map(|id| self.ads.get(id)).collect();
+        let parts_n = rayon::current_num_threads().clamp(1, missing.len().max(1));
+        let chunk = missing.len().div_ceil(parts_n).max(1);
+        let mut parts: Vec<AdIndex> = missing
+            .chunks(chunk)
+            .map(|ads| {
+                let mut part = AdIndex::default();
+                part.extend(ads.iter().map(|ad| {
+                    let empty = TopBuffer::from_hits(Vec::new(), capacity(ad.k));
+                    (ad.ad_id.as_str(), ad.vector.as_slice(), &ad.filter, empty)
+                }));
+                part
+            })
+            .collect();
+        let total = self.products.count().await?;
         let started = std::time::Instant::now();
         let mut progress = crate::progress::Progress::start("rebuilding ad lists (catalogue scan)", total);
-        for point in products {
-            if let Some(product) = ProductRecord::from_point(point) {
-                enter_buffers(&mut fresh, &self.ads, &product);
+        let mut cursor = None;
+        loop {
+            let page = self.products.scroll_page(cursor, SCAN_PAGE, true).await?;
+            let products: Vec<ProductRecord> = page.points.into_iter().filter_map(ProductRecord::from_point).collect();
+            parts.par_iter_mut().for_each(|part| {
+                for batch in products.chunks(SCAN_BATCH) {
+                    enter_buffers_batch(part, batch);
+                }
+            });
+            progress.advance(products.len());
+            match page.next {
+                Some(next) => cursor = Some(next),
+                None => break,
             }
-            progress.advance(1);
         }
         drop(progress);
         tracing::info!(
@@ -297,15 +329,17 @@ impl Recommender {
             seconds = started.elapsed().as_secs_f64(),
             "rebuilt candidate buffers by one catalogue scan"
         );
-        if self.index.len() == 0 {
-            self.index = fresh;
-        } else {
-            for ad in missing {
-                if let Some(buffer) = fresh.remove(&ad.ad_id) {
-                    self.index.insert(&ad.ad_id, &ad.vector, buffer);
+        self.store_queries += 1; // the scan counts as one query, however many pages
+        let mut buffers: Vec<(&AdRecord, TopBuffer)> = Vec::with_capacity(missing.len());
+        for (ads, part) in missing.chunks(chunk).zip(parts.iter_mut()) {
+            for ad in ads {
+                if let Some(buffer) = part.remove(&ad.ad_id) {
+                    buffers.push((ad, buffer));
                 }
             }
         }
+        drop(parts);
+        self.index.extend(buffers.into_iter().map(|(ad, b)| (ad.ad_id.as_str(), ad.vector.as_slice(), &ad.filter, b)));
         Ok(())
     }
 
@@ -317,7 +351,7 @@ impl Recommender {
         // Leave the buffers that hold the old version, then enter those the
         // new one qualifies for; ads the bound rules out are never scored.
         let mut touched = self.leave_buffers(id);
-        touched.extend(enter_buffers(&mut self.index, &self.ads, product));
+        touched.extend(enter_buffers(&mut self.index, product));
         touched.sort_unstable();
         touched.dedup();
         self.settle(&touched).await
@@ -362,7 +396,7 @@ impl Recommender {
         let can_answer = self.index.buffer(ad_id).is_some_and(|b| b.can_answer(ad.k));
         if !can_answer {
             let buffer = self.fill(&ad).await?;
-            self.index.insert(ad_id, &ad.vector, buffer);
+            self.index.insert(ad_id, &ad.vector, &ad.filter, buffer);
         }
         let items = self.index.buffer(ad_id).map(|b| b.top(ad.k).to_vec()).unwrap_or_default();
         if !self.changed(&ad.items, &items) {
@@ -416,7 +450,7 @@ impl Recommender {
         ad.deleted = false;
         let buffer = self.fill(&ad).await?;
         let new_items = buffer.top(ad.k).to_vec();
-        self.index.insert(&ad.ad_id, &ad.vector, buffer);
+        self.index.insert(&ad.ad_id, &ad.vector, &ad.filter, buffer);
         let publish = old_items.as_deref().is_none_or(|old| self.changed(old, &new_items));
         if publish {
             ad.version += 1;

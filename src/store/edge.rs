@@ -36,7 +36,7 @@ use qdrant_edge::{
 };
 use serde_json::Value;
 
-use super::{Condition, Filter, MatchValue, Point, ScoredPoint, StoreError, VectorStore, point_id};
+use super::{Condition, Filter, MatchValue, Page, Point, ScoredPoint, StoreError, VectorStore, point_id};
 
 /// Payload key holding the entity id (point ids are UUIDv5 hashes of it).
 const ID_KEY: &str = "id";
@@ -48,8 +48,6 @@ const SEGMENTS_DIR: &str = "segments";
 const LOCK_FILE: &str = "adrec-store.lock";
 /// Points per engine update operation (one WAL record each).
 const UPSERT_CHUNK: usize = 512;
-/// Page size for `scroll_all`.
-const SCROLL_PAGE: usize = 512;
 
 /// Vector store backed by an embedded qdrant-edge shard in a local directory.
 #[derive(Clone)]
@@ -243,27 +241,28 @@ impl VectorStore for EdgeStore {
         .await
     }
 
-    async fn scroll_all(&self, with_vectors: bool) -> Result<Vec<Point>, StoreError> {
+    async fn scroll_page(&self, cursor: Option<String>, limit: usize, with_vectors: bool) -> Result<Page, StoreError> {
+        // Cursors are engine point ids (UUIDs) in text form.
+        let offset = match cursor {
+            Some(c) => Some(PointId::Uuid(
+                uuid::Uuid::parse_str(&c).map_err(|e| StoreError::Rejected(format!("bad scroll cursor {c:?}: {e}")))?,
+            )),
+            None => None,
+        };
         self.blocking(move |inner| {
-            let mut out = Vec::new();
-            let mut offset: Option<PointId> = None;
-            loop {
-                let request = ScrollRequest {
-                    offset,
-                    limit: Some(SCROLL_PAGE),
-                    filter: None,
-                    with_payload: Some(WithPayloadInterface::Bool(true)),
-                    with_vector: WithVector::Bool(with_vectors),
-                    order_by: None,
-                };
-                let (records, next) = inner.shard.scroll(request).map_err(map_engine_err)?;
-                out.extend(records.into_iter().map(|r| to_point(r.id, r.payload, r.vector)));
-                match next {
-                    Some(next) => offset = Some(next),
-                    None => break,
-                }
-            }
-            Ok(out)
+            let request = ScrollRequest {
+                offset,
+                limit: Some(limit.max(1)),
+                filter: None,
+                with_payload: Some(WithPayloadInterface::Bool(true)),
+                with_vector: WithVector::Bool(with_vectors),
+                order_by: None,
+            };
+            let (records, next) = inner.shard.scroll(request).map_err(map_engine_err)?;
+            Ok(Page {
+                points: records.into_iter().map(|r| to_point(r.id, r.payload, r.vector)).collect(),
+                next: next.map(|id| id.to_string()),
+            })
         })
         .await
     }
@@ -613,7 +612,7 @@ mod tests {
     async fn scroll_all_pages_through_everything() {
         let dir = tempfile::tempdir().unwrap();
         let store = EdgeStore::open(dir.path(), DIM).unwrap();
-        let n = SCROLL_PAGE * 2 + 17;
+        let n = crate::store::SCROLL_PAGE * 2 + 17;
         let points: Vec<Point> =
             (0..n).map(|i| point(&format!("e{i}"), [1.0, i as f32, 0.5], json!({"n": i}))).collect();
         store.upsert(points).await.unwrap();

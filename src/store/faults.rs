@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 
-use super::{Filter, Point, ScoredPoint, StoreError, VectorStore};
+use super::{Filter, Page, Point, ScoredPoint, StoreError, VectorStore};
 
 /// Whether an injected failure strikes before or after the real call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -128,6 +128,11 @@ impl VectorStore for FaultyStore {
         self.guarded("search", self.inner.search(vector, filter, limit)).await
     }
 
+    async fn scroll_page(&self, cursor: Option<String>, limit: usize, with_vectors: bool) -> Result<Page, StoreError> {
+        self.guarded("scroll", self.inner.scroll_page(cursor, limit, with_vectors)).await
+    }
+
+    // One fault decision per whole scroll, as callers see it (not per page).
     async fn scroll_all(&self, with_vectors: bool) -> Result<Vec<Point>, StoreError> {
         self.guarded("scroll", self.inner.scroll_all(with_vectors)).await
     }

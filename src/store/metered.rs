@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use async_trait::async_trait;
 
-use super::{Filter, Point, ScoredPoint, StoreError, VectorStore};
+use super::{Filter, Page, Point, ScoredPoint, StoreError, VectorStore};
 use crate::telemetry;
 
 /// Forwards to `inner`, labelled with its collection (`products` or `ads`).
@@ -53,9 +53,9 @@ impl VectorStore for MeteredStore {
         self.done("search", started, r)
     }
 
-    async fn scroll_all(&self, with_vectors: bool) -> Result<Vec<Point>, StoreError> {
+    async fn scroll_page(&self, cursor: Option<String>, limit: usize, with_vectors: bool) -> Result<Page, StoreError> {
         let started = Instant::now();
-        let r = self.inner.scroll_all(with_vectors).await;
+        let r = self.inner.scroll_page(cursor, limit, with_vectors).await;
         self.done("scroll", started, r)
     }
 

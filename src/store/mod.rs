@@ -34,6 +34,18 @@ pub struct Point {
     pub payload: Map<String, Value>,
 }
 
+/// One page of a scroll.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Page {
+    /// Points of this page.
+    pub points: Vec<Point>,
+    /// Cursor of the next page; `None` when this was the last.
+    pub next: Option<String>,
+}
+
+/// Points per page when a whole collection is scrolled.
+pub const SCROLL_PAGE: usize = 512;
+
 /// A search hit.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ScoredPoint {
@@ -102,8 +114,25 @@ pub trait VectorStore: Send + Sync + 'static {
     async fn retrieve(&self, ids: Vec<String>, with_vectors: bool) -> Result<Vec<Point>, StoreError>;
     /// Top `limit` points by cosine similarity that pass `filter`, best first.
     async fn search(&self, vector: Vec<f32>, filter: Filter, limit: usize) -> Result<Vec<ScoredPoint>, StoreError>;
-    /// Every point in the collection (for rebuilds and oracles).
-    async fn scroll_all(&self, with_vectors: bool) -> Result<Vec<Point>, StoreError>;
+    /// Up to `limit` points in the store's own stable order, starting at
+    /// `cursor` (`None`: the beginning), and the cursor of the next page
+    /// (`None`: no more). Cursors are opaque; pass back what was returned.
+    async fn scroll_page(&self, cursor: Option<String>, limit: usize, with_vectors: bool)
+    -> Result<Page, StoreError>;
+    /// Every point in the collection (small collections, tests and oracles;
+    /// large scans should page with [`VectorStore::scroll_page`]).
+    async fn scroll_all(&self, with_vectors: bool) -> Result<Vec<Point>, StoreError> {
+        let mut out = Vec::new();
+        let mut cursor = None;
+        loop {
+            let page = self.scroll_page(cursor, SCROLL_PAGE, with_vectors).await?;
+            out.extend(page.points);
+            match page.next {
+                Some(next) => cursor = Some(next),
+                None => return Ok(out),
+            }
+        }
+    }
     /// Number of points.
     async fn count(&self) -> Result<usize, StoreError>;
 }

@@ -27,15 +27,13 @@ use qdrant_client::qdrant::{
 use qdrant_client::{Payload, Qdrant, QdrantError};
 use serde_json::{Map, Value};
 
-use super::{Condition, Filter, MatchValue, Point, ScoredPoint, StoreError, VectorStore, point_id};
+use super::{Condition, Filter, MatchValue, Page, Point, ScoredPoint, StoreError, VectorStore, point_id};
 
 /// Payload key holding the entity id (same key as the embedded store).
 const ID_KEY: &str = "id";
 /// Points per upsert request: an ad point carries its whole list, so keep
 /// requests well under gRPC's default 4 MiB message limit.
 const UPSERT_CHUNK: usize = 32;
-/// Page size for `scroll_all`.
-const SCROLL_PAGE: u32 = 256;
 
 /// Type of a payload index.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -363,25 +361,25 @@ impl VectorStore for QdrantStore {
             .collect())
     }
 
-    async fn scroll_all(&self, with_vectors: bool) -> Result<Vec<Point>, StoreError> {
-        let mut out = Vec::new();
-        let mut offset = None;
-        loop {
-            let request = ScrollPoints {
-                collection_name: self.collection.clone(),
-                offset,
-                limit: Some(SCROLL_PAGE),
-                with_payload: Some(payload_selector(true)),
-                with_vectors: Some(vectors_selector(with_vectors)),
-                ..Default::default()
-            };
-            let response = self.client.scroll(request).await.map_err(map_err)?;
-            out.extend(response.result.into_iter().map(from_retrieved));
-            match response.next_page_offset {
-                Some(next) => offset = Some(next),
-                None => return Ok(out),
-            }
-        }
+    async fn scroll_page(&self, cursor: Option<String>, limit: usize, with_vectors: bool) -> Result<Page, StoreError> {
+        // Cursors are Qdrant point ids in text form (UUIDs, or numbers for foreign points).
+        let offset = cursor.map(|c| match c.parse::<u64>() {
+            Ok(n) => grpc::PointId::from(n),
+            Err(_) => grpc::PointId::from(c),
+        });
+        let request = ScrollPoints {
+            collection_name: self.collection.clone(),
+            offset,
+            limit: Some(u32::try_from(limit.max(1)).unwrap_or(u32::MAX)),
+            with_payload: Some(payload_selector(true)),
+            with_vectors: Some(vectors_selector(with_vectors)),
+            ..Default::default()
+        };
+        let response = self.client.scroll(request).await.map_err(map_err)?;
+        Ok(Page {
+            points: response.result.into_iter().map(from_retrieved).collect(),
+            next: response.next_page_offset.as_ref().map(point_id_text),
+        })
     }
 
     async fn count(&self) -> Result<usize, StoreError> {
