@@ -139,11 +139,7 @@ pub async fn maintain(p: &MaintainParams) -> Result<Vec<String>, StoreError> {
     let sink = Arc::new(CountingSink::default());
     out.push(format!(
         "maintain.ads={} maintain.products={} maintain.k={} maintain.dim={} maintain.store={:?}",
-        p.ads,
-        p.products,
-        p.k,
-        p.dim,
-        p.store
+        p.ads, p.products, p.k, p.dim, p.store
     ));
     let load = Instant::now();
     let mut batch = Vec::with_capacity(10_000);

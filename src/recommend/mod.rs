@@ -94,8 +94,7 @@ fn enter_buffers(index: &mut AdIndex, product: &ProductRecord) -> Vec<String> {
 /// in input order; a buffer's final content does not depend on it).
 fn enter_buffers_batch(index: &mut AdIndex, products: &[ProductRecord]) -> Vec<String> {
     let vectors: Vec<&[f32]> = products.iter().map(|p| p.vector.as_slice()).collect();
-    let found =
-        index.candidates_batch(&vectors, |j, f| f.accepts(products[j].in_stock, &products[j].attributes));
+    let found = index.candidates_batch(&vectors, |j, f| f.accepts(products[j].in_stock, &products[j].attributes));
     let mut touched = Vec::new();
     for (product, candidates) in products.iter().zip(found) {
         for (slot, score) in candidates {

@@ -142,7 +142,11 @@ impl Points {
             if self.columns.contains_key(key) {
                 continue;
             }
-            let column = self.slots.iter().map(|e| e.as_ref().map_or(Scalar::Other, |e| Scalar::of(field(&e.payload(), key)))).collect();
+            let column = self
+                .slots
+                .iter()
+                .map(|e| e.as_ref().map_or(Scalar::Other, |e| Scalar::of(field(&e.payload(), key))))
+                .collect();
             self.columns.insert(key.to_string(), column);
         }
     }
@@ -204,7 +208,10 @@ impl VectorStore for MemoryStore {
         }
         scored.truncate(limit);
         scored.sort_by(order);
-        Ok(scored.into_iter().map(|(score, e)| ScoredPoint { id: e.id.to_string(), score, payload: e.payload() }).collect())
+        Ok(scored
+            .into_iter()
+            .map(|(score, e)| ScoredPoint { id: e.id.to_string(), score, payload: e.payload() })
+            .collect())
     }
 
     async fn scroll_page(&self, cursor: Option<String>, limit: usize, with_vectors: bool) -> Result<Page, StoreError> {
@@ -253,7 +260,10 @@ mod tests {
         assert_eq!(ids(store.search(vec![1.0, 0.0], filter.clone(), 5).await.unwrap()), ["b"]);
         store.delete(vec!["b".into()]).await.unwrap();
         store.upsert(vec![point("c", [0.0, 1.0], json!({"in_stock": true, "attributes": {"c": 7}}))]).await.unwrap();
-        assert!(store.search(vec![1.0, 0.0], filter, 5).await.unwrap().is_empty(), "the reused slot's column was reset");
+        assert!(
+            store.search(vec![1.0, 0.0], filter, 5).await.unwrap().is_empty(),
+            "the reused slot's column was reset"
+        );
         let page = store.scroll_page(None, 1, false).await.unwrap();
         assert_eq!((page.points[0].id.as_str(), page.next.as_deref()), ("a", Some("c")));
         assert_eq!(page.points[0].payload["in_stock"], json!(false));

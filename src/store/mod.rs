@@ -117,8 +117,7 @@ pub trait VectorStore: Send + Sync + 'static {
     /// Up to `limit` points in the store's own stable order, starting at
     /// `cursor` (`None`: the beginning), and the cursor of the next page
     /// (`None`: no more). Cursors are opaque; pass back what was returned.
-    async fn scroll_page(&self, cursor: Option<String>, limit: usize, with_vectors: bool)
-    -> Result<Page, StoreError>;
+    async fn scroll_page(&self, cursor: Option<String>, limit: usize, with_vectors: bool) -> Result<Page, StoreError>;
     /// Every point in the collection (small collections, tests and oracles;
     /// large scans should page with [`VectorStore::scroll_page`]).
     async fn scroll_all(&self, with_vectors: bool) -> Result<Vec<Point>, StoreError> {
