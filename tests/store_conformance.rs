@@ -144,6 +144,7 @@ conformance!(
     ties_rank_together_before_worse_points,
     search_on_empty_store_or_with_zero_limit_is_empty,
     scroll_all_returns_every_point_across_pages,
+    scroll_pages_resume_from_their_cursor,
     count_follows_upserts_and_deletes,
 );
 
@@ -366,6 +367,30 @@ async fn scroll_all_returns_every_point_across_pages(store: Arc<dyn VectorStore>
         assert_close(&p.vector, &points[i].vector);
     }
     assert!(store.scroll_all(false).await.expect("scroll").iter().all(|p| p.vector.is_empty()));
+}
+
+async fn scroll_pages_resume_from_their_cursor(store: Arc<dyn VectorStore>) {
+    let n: usize = 50;
+    let points: Vec<Point> =
+        (0..n).map(|i| point(&format!("s{i:03}"), [1.0, i as f32, 0.0, 1.0], json!({"n": i}))).collect();
+    store.upsert(points).await.expect("upsert");
+    // Pages of 7: every point exactly once, the last page ends the scroll.
+    let (mut seen, mut cursor, mut pages) = (Vec::new(), None, 0);
+    loop {
+        let page = store.scroll_page(cursor, 7, false).await.expect("page");
+        assert!(page.points.len() <= 7, "a page holds at most the limit");
+        assert!(page.points.iter().all(|p| p.vector.is_empty()), "no vectors asked");
+        seen.extend(page.points.into_iter().map(|p| p.id));
+        pages += 1;
+        match page.next {
+            Some(next) => cursor = Some(next),
+            None => break,
+        }
+    }
+    assert_eq!(pages, n.div_ceil(7));
+    seen.sort_unstable();
+    seen.dedup();
+    assert_eq!(seen.len(), n, "every point once");
 }
 
 async fn count_follows_upserts_and_deletes(store: Arc<dyn VectorStore>) {
