@@ -13,6 +13,9 @@
 //! A record is acknowledged to its source only after all of its effects
 //! (vector stored, affected lists published) are durable, so a crash replays
 //! it; every step is idempotent, so a replay changes nothing downstream.
+//! Acknowledgements go through the source's shared ack handle, not the
+//! source itself, which a pending read may hold: a finished record is
+//! acknowledged at once even when no further input arrives.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -265,28 +268,26 @@ impl Pipeline {
     }
 
     /// Consume `source` until it ends or `shutdown` fires; every finished
-    /// record is acknowledged, in input order. On shutdown the record being
-    /// applied finishes; records read ahead are dropped unacknowledged (replayed).
+    /// record is acknowledged as soon as its effects are durable, in input
+    /// order, through the source's ack handle (so also while a read is
+    /// pending on an idle input). On shutdown the record being applied
+    /// finishes; records read ahead are dropped unacknowledged (replayed).
     pub async fn run(
         &mut self,
         source: &mut dyn EventSource,
         shutdown: CancellationToken,
     ) -> Result<(), PipelineError> {
         let feed = source.ownership_feed();
+        let acks = source.ack_handle();
         let limit = self.config.pipeline.max_in_flight.max(1);
         let mut ahead: FuturesOrdered<Pin<Box<dyn Future<Output = Ready> + Send>>> = FuturesOrdered::new();
-        // The source is either idle (ours to ack) or lent to a pending `next`,
-        // which is never cancelled mid-read except at shutdown.
+        // The source is either idle or lent to a pending `next`, which is
+        // never cancelled mid-read except at shutdown.
         let mut idle: Option<&mut dyn EventSource> = Some(&mut *source);
         let mut reading: Option<NextFuture<'_>> = None;
-        let mut done: Vec<SourceRecord> = Vec::new();
         let mut exhausted = false;
-        loop {
+        'run: loop {
             if let Some(src) = idle.take() {
-                // Acknowledgements wait for the source to be free; effects are durable already.
-                for record in done.drain(..) {
-                    src.ack(&record).await?;
-                }
                 if exhausted || ahead.len() >= limit {
                     idle = Some(src);
                 } else {
@@ -320,8 +321,7 @@ impl Pipeline {
                     };
                     for change in changes {
                         if !self.change_ownership(change, &shutdown).await {
-                            drop((idle, reading));
-                            return self.finish(source, done).await;
+                            break 'run;
                         }
                     }
                     self.stats.records += 1;
@@ -329,7 +329,8 @@ impl Pipeline {
                     match self.handle_ready(ready, &shutdown).await? {
                         Some(outcome) => {
                             tracing::debug!(topic = %record.topic, offset = record.offset, ?outcome, "record done");
-                            done.push(record);
+                            // Effects are durable, and every earlier record was acknowledged before this one.
+                            acks.ack(&record)?;
                         }
                         // Shut down mid-retry: leave it unacknowledged so it is replayed.
                         None => break,
@@ -338,14 +339,6 @@ impl Pipeline {
             }
         }
         drop((idle, reading));
-        self.finish(source, done).await
-    }
-
-    /// Acknowledge the records whose effects are durable and close the source.
-    async fn finish(&mut self, source: &mut dyn EventSource, done: Vec<SourceRecord>) -> Result<(), PipelineError> {
-        for record in &done {
-            source.ack(record).await?;
-        }
         source.close().await?;
         Ok(())
     }
