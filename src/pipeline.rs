@@ -675,3 +675,105 @@ impl Pipeline {
         Ok(Outcome::Applied { published })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use async_trait::async_trait;
+
+    use super::*;
+    use crate::events::Stream;
+    use crate::sink::files::FileSink;
+    use crate::source::{AckHandle, Acknowledge};
+    use crate::store::memory::MemoryStore;
+
+    /// Never asked to embed: the records below are deletions.
+    struct NoModel;
+
+    impl Embedder for NoModel {
+        fn model_id(&self) -> &str {
+            "none"
+        }
+        fn dim(&self) -> usize {
+            2
+        }
+        fn embed(&self, _: &[u8]) -> Result<Vec<f32>, EmbedError> {
+            Err(EmbedError::Runtime("not expected".into()))
+        }
+    }
+
+    /// Acknowledged offsets, in order.
+    #[derive(Default)]
+    struct Acked(Mutex<Vec<i64>>);
+
+    impl Acknowledge for Acked {
+        fn ack(&self, record: &SourceRecord) -> Result<(), SourceError> {
+            self.0.lock().map_err(|_| SourceError::Commit("poisoned".into()))?.push(record.offset);
+            Ok(())
+        }
+    }
+
+    /// Yields `n` product tombstones, then waits forever: an idle stream.
+    struct IdleAfter {
+        n: i64,
+        next: i64,
+        acked: Arc<Acked>,
+    }
+
+    #[async_trait]
+    impl EventSource for IdleAfter {
+        async fn next(&mut self) -> Result<Option<SourceRecord>, SourceError> {
+            if self.next == self.n {
+                std::future::pending::<()>().await;
+            }
+            self.next += 1;
+            Ok(Some(SourceRecord {
+                stream: Stream::Products,
+                topic: "products".into(),
+                partition: 0,
+                offset: self.next - 1,
+                key: Some(format!("p{}", self.next).into_bytes()),
+                payload: None,
+            }))
+        }
+
+        fn ack_handle(&self) -> AckHandle {
+            AckHandle::new(self.acked.clone())
+        }
+    }
+
+    #[tokio::test]
+    async fn finished_records_are_acknowledged_while_the_read_waits_on_an_idle_stream() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut config = Config::default();
+        config.pipeline.max_in_flight = 8;
+        let products: Arc<dyn VectorStore> = Arc::new(MemoryStore::default());
+        let ads: Arc<dyn VectorStore> = Arc::new(MemoryStore::default());
+        let sink: Arc<dyn ListSink> = Arc::new(FileSink::open(dir.path()).expect("sink"));
+        let recommender =
+            Recommender::load(products.clone(), ads, sink.clone(), config.recommend.clone(), "none".into())
+                .await
+                .expect("recommender");
+        let fetcher = Fetcher::new(&config.fetch).expect("fetcher");
+        let mut pipeline = Pipeline::new(config, fetcher, Arc::new(NoModel), products, sink, recommender);
+        let acked = Arc::new(Acked::default());
+        let mut source = IdleAfter { n: 5, next: 0, acked: acked.clone() };
+        let shutdown = CancellationToken::new();
+        let watch = async {
+            let all = tokio::time::timeout(Duration::from_secs(10), async {
+                while acked.0.lock().map(|a| a.len()).unwrap_or(0) < 5 {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+            })
+            .await;
+            shutdown.cancel();
+            all.is_ok()
+        };
+        let (run, all) = tokio::join!(pipeline.run(&mut source, shutdown.clone()), watch);
+        run.expect("run");
+        assert!(all, "every finished record acknowledged while the next read was pending");
+        assert_eq!(*acked.0.lock().expect("lock"), vec![0, 1, 2, 3, 4], "in input order");
+        assert_eq!(pipeline.stats.applied, 5);
+    }
+}
