@@ -68,14 +68,15 @@ pub struct PipelineConfig {
     /// Records whose image is downloaded and embedded ahead of time, in
     /// parallel; effects are still applied one at a time in input order.
     /// Bounds memory (about one image body each). 1 = strictly sequential.
-    /// Above 1, finished records are acknowledged only when the source next
-    /// yields, so an idle stream holds their offsets back: default 1.
+    /// The default matches `model.batch_size` (16) so that the images of
+    /// concurrent records can fill a micro-batch; finished records are
+    /// acknowledged at once, whatever is still read ahead.
     pub max_in_flight: usize,
 }
 
 impl Default for PipelineConfig {
     fn default() -> Self {
-        Self { max_in_flight: 1 }
+        Self { max_in_flight: 16 }
     }
 }
 

@@ -13,6 +13,9 @@
 //! A record is acknowledged to its source only after all of its effects
 //! (vector stored, affected lists published) are durable, so a crash replays
 //! it; every step is idempotent, so a replay changes nothing downstream.
+//! Acknowledgements go through the source's shared ack handle, not the
+//! source itself, which a pending read may hold: a finished record is
+//! acknowledged at once even when no further input arrives.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -265,28 +268,26 @@ impl Pipeline {
     }
 
     /// Consume `source` until it ends or `shutdown` fires; every finished
-    /// record is acknowledged, in input order. On shutdown the record being
-    /// applied finishes; records read ahead are dropped unacknowledged (replayed).
+    /// record is acknowledged as soon as its effects are durable, in input
+    /// order, through the source's ack handle (so also while a read is
+    /// pending on an idle input). On shutdown the record being applied
+    /// finishes; records read ahead are dropped unacknowledged (replayed).
     pub async fn run(
         &mut self,
         source: &mut dyn EventSource,
         shutdown: CancellationToken,
     ) -> Result<(), PipelineError> {
         let feed = source.ownership_feed();
+        let acks = source.ack_handle();
         let limit = self.config.pipeline.max_in_flight.max(1);
         let mut ahead: FuturesOrdered<Pin<Box<dyn Future<Output = Ready> + Send>>> = FuturesOrdered::new();
-        // The source is either idle (ours to ack) or lent to a pending `next`,
-        // which is never cancelled mid-read except at shutdown.
+        // The source is either idle or lent to a pending `next`, which is
+        // never cancelled mid-read except at shutdown.
         let mut idle: Option<&mut dyn EventSource> = Some(&mut *source);
         let mut reading: Option<NextFuture<'_>> = None;
-        let mut done: Vec<SourceRecord> = Vec::new();
         let mut exhausted = false;
-        loop {
+        'run: loop {
             if let Some(src) = idle.take() {
-                // Acknowledgements wait for the source to be free; effects are durable already.
-                for record in done.drain(..) {
-                    src.ack(&record).await?;
-                }
                 if exhausted || ahead.len() >= limit {
                     idle = Some(src);
                 } else {
@@ -320,8 +321,7 @@ impl Pipeline {
                     };
                     for change in changes {
                         if !self.change_ownership(change, &shutdown).await {
-                            drop((idle, reading));
-                            return self.finish(source, done).await;
+                            break 'run;
                         }
                     }
                     self.stats.records += 1;
@@ -329,7 +329,8 @@ impl Pipeline {
                     match self.handle_ready(ready, &shutdown).await? {
                         Some(outcome) => {
                             tracing::debug!(topic = %record.topic, offset = record.offset, ?outcome, "record done");
-                            done.push(record);
+                            // Effects are durable, and every earlier record was acknowledged before this one.
+                            acks.ack(&record)?;
                         }
                         // Shut down mid-retry: leave it unacknowledged so it is replayed.
                         None => break,
@@ -338,14 +339,6 @@ impl Pipeline {
             }
         }
         drop((idle, reading));
-        self.finish(source, done).await
-    }
-
-    /// Acknowledge the records whose effects are durable and close the source.
-    async fn finish(&mut self, source: &mut dyn EventSource, done: Vec<SourceRecord>) -> Result<(), PipelineError> {
-        for record in &done {
-            source.ack(record).await?;
-        }
         source.close().await?;
         Ok(())
     }
@@ -680,5 +673,107 @@ impl Pipeline {
         };
         let published = self.recommender.upsert_ad(ad).await? as usize;
         Ok(Outcome::Applied { published })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use async_trait::async_trait;
+
+    use super::*;
+    use crate::events::Stream;
+    use crate::sink::files::FileSink;
+    use crate::source::{AckHandle, Acknowledge};
+    use crate::store::memory::MemoryStore;
+
+    /// Never asked to embed: the records below are deletions.
+    struct NoModel;
+
+    impl Embedder for NoModel {
+        fn model_id(&self) -> &str {
+            "none"
+        }
+        fn dim(&self) -> usize {
+            2
+        }
+        fn embed(&self, _: &[u8]) -> Result<Vec<f32>, EmbedError> {
+            Err(EmbedError::Runtime("not expected".into()))
+        }
+    }
+
+    /// Acknowledged offsets, in order.
+    #[derive(Default)]
+    struct Acked(Mutex<Vec<i64>>);
+
+    impl Acknowledge for Acked {
+        fn ack(&self, record: &SourceRecord) -> Result<(), SourceError> {
+            self.0.lock().map_err(|_| SourceError::Commit("poisoned".into()))?.push(record.offset);
+            Ok(())
+        }
+    }
+
+    /// Yields `n` product tombstones, then waits forever: an idle stream.
+    struct IdleAfter {
+        n: i64,
+        next: i64,
+        acked: Arc<Acked>,
+    }
+
+    #[async_trait]
+    impl EventSource for IdleAfter {
+        async fn next(&mut self) -> Result<Option<SourceRecord>, SourceError> {
+            if self.next == self.n {
+                std::future::pending::<()>().await;
+            }
+            self.next += 1;
+            Ok(Some(SourceRecord {
+                stream: Stream::Products,
+                topic: "products".into(),
+                partition: 0,
+                offset: self.next - 1,
+                key: Some(format!("p{}", self.next).into_bytes()),
+                payload: None,
+            }))
+        }
+
+        fn ack_handle(&self) -> AckHandle {
+            AckHandle::new(self.acked.clone())
+        }
+    }
+
+    #[tokio::test]
+    async fn finished_records_are_acknowledged_while_the_read_waits_on_an_idle_stream() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut config = Config::default();
+        config.pipeline.max_in_flight = 8;
+        let products: Arc<dyn VectorStore> = Arc::new(MemoryStore::default());
+        let ads: Arc<dyn VectorStore> = Arc::new(MemoryStore::default());
+        let sink: Arc<dyn ListSink> = Arc::new(FileSink::open(dir.path()).expect("sink"));
+        let recommender =
+            Recommender::load(products.clone(), ads, sink.clone(), config.recommend.clone(), "none".into())
+                .await
+                .expect("recommender");
+        let fetcher = Fetcher::new(&config.fetch).expect("fetcher");
+        let mut pipeline = Pipeline::new(config, fetcher, Arc::new(NoModel), products, sink, recommender);
+        let acked = Arc::new(Acked::default());
+        let mut source = IdleAfter { n: 5, next: 0, acked: acked.clone() };
+        let shutdown = CancellationToken::new();
+        let watch = async {
+            let all = tokio::time::timeout(Duration::from_secs(10), async {
+                while acked.0.lock().map(|a| a.len()).unwrap_or(0) < 5 {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+            })
+            .await;
+            shutdown.cancel();
+            all.is_ok()
+        };
+        let (run, all) = tokio::join!(pipeline.run(&mut source, shutdown.clone()), watch);
+        run.expect("run");
+        assert!(all, "every finished record acknowledged while the next read was pending");
+        assert_eq!(*acked.0.lock().expect("lock"), vec![0, 1, 2, 3, 4], "in input order");
+        assert_eq!(pipeline.stats.applied, 5);
     }
 }

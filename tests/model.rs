@@ -155,3 +155,40 @@ async fn the_batcher_hands_every_caller_its_own_vector() {
         }
     }
 }
+
+#[test]
+fn colour_augmented_batch_equals_single_calls_and_the_separately_decoded_histogram() {
+    use adrec::adapt::hybrid::ColourAugmented;
+    let plain = embedder();
+    let tmp = std::env::temp_dir();
+    let (bins, weight, max_side) = (8, 1.0, common::config(&tmp, &tmp).fetch.max_image_side);
+    let e = ColourAugmented::new(plain.clone(), bins, weight, max_side);
+    let mut images = distinct_images();
+    images.insert(2, b"not an image".to_vec());
+    let refs: Vec<&[u8]> = images.iter().map(Vec::as_slice).collect();
+    let batched = e.embed_batch(&refs);
+    assert_eq!(batched.len(), images.len());
+    let max_diff = |a: &[f32], b: &[f32]| a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0f32, f32::max);
+    for (i, (bytes, got)) in images.iter().zip(&batched).enumerate() {
+        match e.embed(bytes) {
+            Err(single) => assert_eq!(got.as_ref().expect_err("slot must fail like the single call"), &single),
+            Ok(single) => {
+                let got = got.as_ref().unwrap_or_else(|err| panic!("slot {i}: {err}"));
+                assert_eq!(got.len(), e.dim());
+                let d = max_diff(got, &single);
+                assert!(d <= 1e-4, "slot {i}: max |batched - single| = {d}");
+                // The colour part from the model's own decode equals a histogram of a decode of its own.
+                let mut separate = plain.embed(bytes).expect("plain embed");
+                let pixels = adrec::embed::preprocess::resize(
+                    &adrec::embed::preprocess::decode(bytes, max_side).expect("decode"),
+                    224,
+                )
+                .expect("resize");
+                separate.extend(adrec::adapt::colour::histogram(&pixels, bins).into_iter().map(|x| x * weight));
+                adrec::embed::l2_normalise(&mut separate);
+                let d = max_diff(got, &separate);
+                assert!(d <= 1e-4, "slot {i}: max |shared decode - separate decode| = {d}");
+            }
+        }
+    }
+}

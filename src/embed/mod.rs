@@ -44,6 +44,17 @@ pub trait Embedder: Send + Sync + 'static {
     fn embed_batch(&self, images: &[&[u8]]) -> Vec<Result<Vec<f32>, EmbedError>> {
         images.iter().map(|bytes| self.embed(bytes)).collect()
     }
+    /// [`Embedder::embed_batch`] that also hands back each image as this
+    /// embedder decoded it, at `side`×`side` and EXIF-oriented, so features
+    /// computed beside the model's need no second decode. `None` (the
+    /// default) if it cannot: the caller then decodes the images itself.
+    fn embed_batch_with_pixels(
+        &self,
+        _images: &[&[u8]],
+        _side: u32,
+    ) -> Option<Vec<Result<(Vec<f32>, image::RgbImage), EmbedError>>> {
+        None
+    }
 }
 
 /// Scale `v` to unit length (left as is when all zeros).

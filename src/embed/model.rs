@@ -6,6 +6,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard, OnceLock};
 
+use image::RgbImage;
 use ort::session::Session;
 use ort::session::builder::GraphOptimizationLevel;
 use ort::value::TensorRef;
@@ -221,13 +222,20 @@ impl OrtEmbedder {
     /// prepared, back to back, and each input's outcome.
     pub fn prepare_batch(&self, images: &[&[u8]]) -> (Vec<f32>, Vec<Result<(), EmbedError>>) {
         let spec = self.spec.input_spec();
-        let per = preprocess::input_len(&spec);
+        self.prepare_with(images, |bytes, slot| preprocess::prepare_into(bytes, &spec, self.max_side, slot))
+    }
+
+    /// [`OrtEmbedder::prepare_batch`] with each slot prepared by `prepare`,
+    /// whose output is kept per input.
+    fn prepare_with<T: Send>(
+        &self,
+        images: &[&[u8]],
+        prepare: impl Fn(&[u8], &mut [f32]) -> Result<T, EmbedError> + Sync,
+    ) -> (Vec<f32>, Vec<Result<T, EmbedError>>) {
+        let per = preprocess::input_len(&self.spec.input_spec());
         let mut tensor = vec![0.0f32; images.len() * per];
-        let outcomes: Vec<Result<(), EmbedError>> = tensor
-            .par_chunks_mut(per)
-            .zip(images.par_iter())
-            .map(|(slot, bytes)| preprocess::prepare_into(bytes, &spec, self.max_side, slot))
-            .collect();
+        let outcomes: Vec<Result<T, EmbedError>> =
+            tensor.par_chunks_mut(per).zip(images.par_iter()).map(|(slot, bytes)| prepare(bytes, slot)).collect();
         // Close the gaps left by images that failed (rare): the model only sees good rows.
         let mut kept = 0;
         for (i, outcome) in outcomes.iter().enumerate() {
@@ -240,6 +248,35 @@ impl OrtEmbedder {
         }
         tensor.truncate(kept * per);
         (tensor, outcomes)
+    }
+
+    /// One model call on the prepared rows of `tensor`; each input's vector
+    /// (with what its preparation kept) or error, in input order.
+    fn run_prepared<T>(
+        &self,
+        tensor: &[f32],
+        outcomes: Vec<Result<T, EmbedError>>,
+    ) -> Vec<Result<(Vec<f32>, T), EmbedError>> {
+        let good = outcomes.iter().filter(|o| o.is_ok()).count();
+        let mut rows = match good {
+            0 => Ok(Vec::new()),
+            n => self.run_tensor(n, tensor),
+        }
+        .map(Vec::into_iter);
+        outcomes
+            .into_iter()
+            .map(|outcome| {
+                let kept = outcome?;
+                match &mut rows {
+                    Ok(rows) => rows
+                        .next()
+                        .map(|row| (row, kept))
+                        .ok_or_else(|| EmbedError::Runtime("model returned too few rows".into())),
+                    // One failed call fails every image in it; the error is transient.
+                    Err(e) => Err(e.clone()),
+                }
+            })
+            .collect()
     }
 }
 
@@ -259,22 +296,18 @@ impl Embedder for OrtEmbedder {
 
     fn embed_batch(&self, images: &[&[u8]]) -> Vec<Result<Vec<f32>, EmbedError>> {
         let (tensor, outcomes) = self.prepare_batch(images);
-        let good = outcomes.iter().filter(|o| o.is_ok()).count();
-        let mut rows = match good {
-            0 => Ok(Vec::new()),
-            n => self.run_tensor(n, &tensor),
-        }
-        .map(Vec::into_iter);
-        outcomes
-            .into_iter()
-            .map(|outcome| {
-                outcome?;
-                match &mut rows {
-                    Ok(rows) => rows.next().ok_or_else(|| EmbedError::Runtime("model returned too few rows".into())),
-                    // One failed call fails every image in it; the error is transient.
-                    Err(e) => Err(e.clone()),
-                }
-            })
-            .collect()
+        self.run_prepared(&tensor, outcomes).into_iter().map(|r| r.map(|(v, ())| v)).collect()
+    }
+
+    fn embed_batch_with_pixels(
+        &self,
+        images: &[&[u8]],
+        side: u32,
+    ) -> Option<Vec<Result<(Vec<f32>, RgbImage), EmbedError>>> {
+        let spec = self.spec.input_spec();
+        let (tensor, outcomes) = self.prepare_with(images, |bytes, slot| {
+            preprocess::prepare_into_keeping(bytes, &spec, self.max_side, slot, side)
+        });
+        Some(self.run_prepared(&tensor, outcomes))
     }
 }

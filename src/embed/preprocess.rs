@@ -199,10 +199,41 @@ pub fn input_len(spec: &InputSpec) -> usize {
 /// Peak memory is the decoded frame (capped at 1 GiB by the decoder limits)
 /// plus at most one 8-bit RGB copy of it for 16-bit or greyscale sources.
 pub fn prepare_into(bytes: &[u8], spec: &InputSpec, max_side: u32, out: &mut [f32]) -> Result<(), EmbedError> {
+    prepare_core(bytes, spec, max_side, out, None).map(drop)
+}
+
+/// [`prepare_into`], also returning the image of the same decode at
+/// `side`×`side`, oriented: the model's own input pixels when `side` is the
+/// input size. Features computed beside the model's (the colour histogram)
+/// then need no second decode.
+pub fn prepare_into_keeping(
+    bytes: &[u8],
+    spec: &InputSpec,
+    max_side: u32,
+    out: &mut [f32],
+    side: u32,
+) -> Result<RgbImage, EmbedError> {
+    prepare_core(bytes, spec, max_side, out, Some(side))?
+        .ok_or_else(|| EmbedError::Runtime("preprocessing kept no image".into()))
+}
+
+/// [`prepare_into`], keeping the image at `keep`×`keep` if asked.
+fn prepare_core(
+    bytes: &[u8],
+    spec: &InputSpec,
+    max_side: u32,
+    out: &mut [f32],
+    keep: Option<u32>,
+) -> Result<Option<RgbImage>, EmbedError> {
     if out.len() != input_len(spec) {
         return Err(EmbedError::Runtime(format!("tensor slot holds {} floats, need {}", out.len(), input_len(spec))));
     }
     let (full, orientation) = decode_unoriented(bytes, max_side)?;
+    // Another size is taken from the full image while it is still here.
+    let other = match keep {
+        Some(side) if side != spec.size => Some(oriented(resize(&full, side)?, orientation)),
+        _ => None,
+    };
     let small = if full.dimensions() == (spec.size, spec.size) {
         full
     } else {
@@ -210,14 +241,22 @@ pub fn prepare_into(bytes: &[u8], spec: &InputSpec, max_side: u32, out: &mut [f3
         drop(full);
         small
     };
+    let small = oriented(small, orientation);
+    normalise_into(&small, spec, out);
+    Ok(match keep {
+        Some(side) if side == spec.size => Some(small),
+        _ => other,
+    })
+}
+
+/// Apply an EXIF orientation (no copy when there is none).
+fn oriented(img: RgbImage, orientation: Orientation) -> RgbImage {
     if orientation == Orientation::NoTransforms {
-        normalise_into(&small, spec, out);
-    } else {
-        let mut img = DynamicImage::ImageRgb8(small);
-        img.apply_orientation(orientation);
-        normalise_into(&img.into_rgb8(), spec, out);
+        return img;
     }
-    Ok(())
+    let mut img = DynamicImage::ImageRgb8(img);
+    img.apply_orientation(orientation);
+    img.into_rgb8()
 }
 
 #[cfg(test)]
@@ -333,6 +372,24 @@ mod tests {
             let worst = got.iter().zip(&expected).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
             assert!(worst <= 2.0 / 255.0, "orientation {orientation}: max difference {worst}");
         }
+    }
+
+    #[test]
+    fn the_kept_image_is_the_model_input_or_the_same_decode_at_another_side() {
+        let spec = InputSpec { size: 16, mean: [0.0; 3], std: [1.0; 3] };
+        let bytes = with_exif_orientation(&marked_jpeg(), 6);
+        let mut plain = vec![0.0; 3 * 256];
+        prepare_into(&bytes, &spec, 1000, &mut plain).expect("prepare");
+        let mut out = vec![0.0; 3 * 256];
+        let kept = prepare_into_keeping(&bytes, &spec, 1000, &mut out, 16).expect("keep");
+        assert_eq!(out, plain, "keeping the image does not change the tensor");
+        let mut from_kept = vec![0.0; 3 * 256];
+        normalise_into(&kept, &spec, &mut from_kept);
+        assert_eq!(from_kept, plain, "at the input side the kept image is the model's input");
+        let other = prepare_into_keeping(&bytes, &spec, 1000, &mut out, 24).expect("keep 24");
+        assert_eq!(other.dimensions(), (24, 24));
+        // Oriented like the model input: the red corner went to the top right.
+        assert!(is_red(other.get_pixel(20, 2)) && !is_red(other.get_pixel(2, 2)), "{:?}", other.get_pixel(20, 2));
     }
 
     #[test]

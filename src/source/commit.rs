@@ -53,6 +53,28 @@ impl CommitTracker {
         out
     }
 
+    /// Every partition's current position (the lowest unfinished offset, or
+    /// past the highest finished one), taken or not: for the final commit.
+    pub fn positions(&mut self) -> Vec<(TopicPartition, i64)> {
+        let mut out = Vec::new();
+        for (tp, state) in &mut self.partitions {
+            if let Some(p) = state.in_flight.first().copied().or(state.done_end) {
+                state.committed = Some(state.committed.map_or(p, |c| c.max(p)));
+                out.push((tp.clone(), p));
+            }
+        }
+        out
+    }
+
+    /// A commit of these partitions failed: offer their positions again.
+    pub fn retake(&mut self, partitions: &[TopicPartition]) {
+        for tp in partitions {
+            if let Some(state) = self.partitions.get_mut(tp) {
+                state.committed = None;
+            }
+        }
+    }
+
     /// Forget partitions (revoked); returns their final commit positions first.
     pub fn revoke(&mut self, revoked: &[TopicPartition]) -> Vec<(TopicPartition, i64)> {
         let commits = self.take_commits().into_iter().filter(|(tp, _)| revoked.contains(tp)).collect();
@@ -103,6 +125,23 @@ mod tests {
         assert_eq!(t.take_commits(), [(tp(1), 10)]);
         t.done(&tp(1), 10);
         assert_eq!(t.take_commits(), [(tp(1), 12)]);
+    }
+
+    #[test]
+    fn final_positions_include_taken_ones_and_a_failed_commit_is_offered_again() {
+        let mut t = CommitTracker::default();
+        for o in [0, 1, 2] {
+            t.start(&tp(0), o);
+        }
+        t.done(&tp(0), 0);
+        assert_eq!(t.take_commits(), [(tp(0), 1)]);
+        assert_eq!(t.take_commits(), []);
+        t.retake(&[tp(0)]);
+        assert_eq!(t.take_commits(), [(tp(0), 1)], "the failed commit comes back");
+        t.done(&tp(0), 1);
+        // 2 was read ahead and never finished: the final position stays before it.
+        assert_eq!(t.positions(), [(tp(0), 2)]);
+        assert_eq!(t.positions(), [(tp(0), 2)], "taken or not");
     }
 
     #[test]

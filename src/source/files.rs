@@ -4,14 +4,17 @@
 //! optional). Progress is stored per file in `<data_dir>/source-offsets.json`
 //! after each acknowledged line, so a rerun resumes where the last one
 //! stopped instead of reprocessing everything (stdin keeps no position).
+//! The positions are shared with the source's ack handles, so lines are
+//! acknowledged while the source waits for more input.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use async_trait::async_trait;
 use tokio::io::{AsyncBufRead, AsyncBufReadExt, BufReader};
 
-use super::{EventSource, SourceError, SourceRecord};
+use super::{AckHandle, Acknowledge, EventSource, SourceError, SourceRecord};
 use crate::events::Stream;
 
 /// Reads events from JSONL files or stdin.
@@ -19,8 +22,71 @@ pub struct FileSource {
     max_line: usize,
     pending: Vec<(PathBuf, Stream)>,
     current: Option<Reader>,
-    offsets_path: PathBuf,
+    positions: Arc<Positions>,
+}
+
+/// Per file, the line after the last acknowledged one: what the source reads
+/// from and its ack handles write, kept in `source-offsets.json`.
+struct Positions {
+    path: PathBuf,
+    state: Mutex<PositionState>,
+}
+
+#[derive(Default)]
+struct PositionState {
     offsets: BTreeMap<String, i64>,
+    /// Moved (past blank lines) since last written.
+    dirty: bool,
+}
+
+impl Positions {
+    fn lock(&self) -> Result<MutexGuard<'_, PositionState>, SourceError> {
+        self.state.lock().map_err(|_| SourceError::Commit("source position lock poisoned".into()))
+    }
+
+    /// Write `state` atomically (temp file + rename). Called under the lock,
+    /// so concurrent acks never interleave their writes.
+    fn persist(&self, state: &mut PositionState) -> Result<(), SourceError> {
+        let tmp = self.path.with_extension("json.tmp");
+        let bytes = serde_json::to_vec_pretty(&state.offsets).map_err(|e| SourceError::Commit(e.to_string()))?;
+        let write = || -> std::io::Result<()> {
+            if let Some(dir) = tmp.parent() {
+                std::fs::create_dir_all(dir)?;
+            }
+            std::fs::write(&tmp, &bytes)?;
+            std::fs::rename(&tmp, &self.path)
+        };
+        write().map_err(|e| SourceError::Commit(format!("{}: {e}", self.path.display())))?;
+        state.dirty = false;
+        Ok(())
+    }
+
+    /// A blank line carries nothing, so the position may skip it, but only
+    /// when every line before it is acknowledged (else it would pass them).
+    fn skip_blank(&self, topic: &str, line: i64) -> Result<(), SourceError> {
+        let mut state = self.lock()?;
+        if state.offsets.get(topic).copied().unwrap_or(0) == line {
+            state.offsets.insert(topic.to_string(), line + 1);
+            state.dirty = true;
+        }
+        Ok(())
+    }
+
+    /// Where reading `topic` resumes.
+    fn resume_at(&self, topic: &str) -> Result<i64, SourceError> {
+        Ok(self.lock()?.offsets.get(topic).copied().unwrap_or(0))
+    }
+}
+
+impl Acknowledge for Positions {
+    fn ack(&self, record: &SourceRecord) -> Result<(), SourceError> {
+        if record.topic == "stdin" {
+            return Ok(());
+        }
+        let mut state = self.lock()?;
+        state.offsets.insert(record.topic.clone(), record.offset + 1);
+        self.persist(&mut state)
+    }
 }
 
 struct Reader {
@@ -65,7 +131,9 @@ impl FileSource {
         };
         let mut pending = pending;
         pending.reverse();
-        Ok(Self { max_line: max_payload_bytes.saturating_add(2), pending, current: None, offsets_path, offsets })
+        let positions =
+            Arc::new(Positions { path: offsets_path, state: Mutex::new(PositionState { offsets, dirty: false }) });
+        Ok(Self { max_line: max_payload_bytes.saturating_add(2), pending, current: None, positions })
     }
 
     async fn open_next(&mut self) -> Result<bool, SourceError> {
@@ -93,7 +161,7 @@ impl FileSource {
             persist: true,
             max_line: self.max_line,
         };
-        let resume = self.offsets.get(&reader.topic).copied().unwrap_or(0);
+        let resume = self.positions.resume_at(&reader.topic)?;
         while reader.next_offset < resume && read_line(&mut reader).await?.is_some() {}
         if resume > 0 {
             tracing::info!(file = %reader.topic, skipped = resume, "resuming after lines already processed");
@@ -148,9 +216,8 @@ impl EventSource for FileSource {
             match read_line(reader).await? {
                 None => self.current = None,
                 Some(line) if line.iter().all(u8::is_ascii_whitespace) => {
-                    // Blank lines carry nothing but still advance the position.
                     if reader.persist {
-                        self.offsets.insert(reader.topic.clone(), reader.next_offset);
+                        self.positions.skip_blank(&reader.topic, reader.next_offset - 1)?;
                     }
                 }
                 Some(line) => {
@@ -167,21 +234,14 @@ impl EventSource for FileSource {
         }
     }
 
-    async fn ack(&mut self, record: &SourceRecord) -> Result<(), SourceError> {
-        if record.topic == "stdin" {
-            return Ok(());
-        }
-        self.offsets.insert(record.topic.clone(), record.offset + 1);
-        let tmp = self.offsets_path.with_extension("json.tmp");
-        let bytes = serde_json::to_vec_pretty(&self.offsets).map_err(|e| SourceError::Commit(e.to_string()))?;
-        let write = || -> std::io::Result<()> {
-            if let Some(dir) = tmp.parent() {
-                std::fs::create_dir_all(dir)?;
-            }
-            std::fs::write(&tmp, &bytes)?;
-            std::fs::rename(&tmp, &self.offsets_path)
-        };
-        write().map_err(|e| SourceError::Commit(format!("{}: {e}", self.offsets_path.display())))
+    fn ack_handle(&self) -> AckHandle {
+        AckHandle::new(self.positions.clone())
+    }
+
+    async fn close(&mut self) -> Result<(), SourceError> {
+        // Positions moved past trailing blank lines are not written by any ack.
+        let mut state = self.positions.lock()?;
+        if state.dirty { self.positions.persist(&mut state) } else { Ok(()) }
     }
 }
 
@@ -199,6 +259,7 @@ mod tests {
         let data = dir.path().join("data");
 
         let mut src = FileSource::open(&input, &data, 100).expect("open");
+        let acks = src.ack_handle();
         let mut seen = Vec::new();
         while let Some(r) = src.next().await.expect("next") {
             seen.push((
@@ -207,7 +268,7 @@ mod tests {
                 String::from_utf8(r.payload.clone().unwrap_or_default()).unwrap_or_default(),
             ));
             if seen.len() <= 2 {
-                src.ack(&r).await.expect("ack");
+                acks.ack(&r).expect("ack");
             }
         }
         assert_eq!(
@@ -220,6 +281,32 @@ mod tests {
         let r = again.next().await.expect("next").expect("a0 again");
         assert_eq!(r.payload.as_deref(), Some(&b"a0"[..]));
         assert!(again.next().await.expect("next").is_none());
+    }
+
+    #[tokio::test]
+    async fn acks_while_reading_on_and_blank_lines_never_pass_an_unacked_line() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("events.jsonl");
+        std::fs::write(&file, "l0\n\nl2\n\n\n").expect("write");
+        let data = dir.path().join("data");
+        let mut src = FileSource::open(&file, &data, 100).expect("open");
+        let acks = src.ack_handle();
+        let l0 = src.next().await.expect("next").expect("l0");
+        // Reading on past the blank line 1 while l0 is unacknowledged.
+        let l2 = src.next().await.expect("next").expect("l2");
+        assert_eq!(l2.offset, 2);
+        let resumed = |data: &Path| {
+            let text = std::fs::read_to_string(data.join("source-offsets.json")).unwrap_or_default();
+            serde_json::from_str::<BTreeMap<String, i64>>(&text).unwrap_or_default().into_values().next()
+        };
+        assert_eq!(resumed(&data), None, "nothing acknowledged, nothing written");
+        acks.ack(&l0).expect("ack l0");
+        assert_eq!(resumed(&data), Some(1), "only l0 is done: the blank line after it was read while l0 was pending");
+        acks.ack(&l2).expect("ack l2");
+        assert_eq!(resumed(&data), Some(3));
+        assert!(src.next().await.expect("next").is_none(), "only blank lines left");
+        src.close().await.expect("close");
+        assert_eq!(resumed(&data), Some(5), "close writes the position moved past the trailing blank lines");
     }
 
     #[tokio::test]

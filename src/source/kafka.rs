@@ -11,7 +11,10 @@
 //!   partitions, so its local store holds the whole catalogue, under a group
 //!   id of its own (`<group_id>.products.<worker id>`). Offsets are
 //!   committed from a [`CommitTracker`] only as far as records are
-//!   acknowledged: on a timer and at shutdown.
+//!   acknowledged: on a timer (checked while waiting for messages and on
+//!   each acknowledgement) and, for every acknowledged position, at shutdown.
+//!   The tracker and the products consumer are shared with the source's ack
+//!   handles, so records finish while a read is pending.
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -24,7 +27,7 @@ use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
 use super::commit::{CommitTracker, TopicPartition};
 use super::lag::LagContext;
-use super::{EventSource, OwnershipChange, OwnershipFeed, SourceError, SourceRecord};
+use super::{AckHandle, Acknowledge, EventSource, OwnershipChange, OwnershipFeed, SourceError, SourceRecord};
 use crate::config::KafkaConfig;
 use crate::events::Stream;
 use crate::kafka::{KafkaSetupError, consumer_config, setup_error};
@@ -91,17 +94,83 @@ pub fn worker_id(data_dir: &Path) -> Result<String, SourceError> {
     }
 }
 
+/// The products consumer with its offset bookkeeping, shared by the source
+/// (which reads and starts records) and its ack handles (which finish them).
+struct Products {
+    consumer: StreamConsumer<LagContext>,
+    topic: String,
+    tracker: Mutex<CommitTracker>,
+    commit_interval: Duration,
+    last_commit: Mutex<Instant>,
+}
+
+impl Products {
+    fn tracker(&self) -> Result<std::sync::MutexGuard<'_, CommitTracker>, SourceError> {
+        self.tracker.lock().map_err(|_| SourceError::Commit("offset tracker lock poisoned".into()))
+    }
+
+    /// Whether the commit timer has run out.
+    fn commit_due(&self) -> bool {
+        self.last_commit.lock().map_or(true, |t| t.elapsed() >= self.commit_interval)
+    }
+
+    /// Commit product positions (ad offsets are never committed): those
+    /// that moved since the last commit, or with `all` every acknowledged
+    /// one (at shutdown, so an earlier commit that failed is made good).
+    fn commit(&self, mode: CommitMode, all: bool) -> Result<(), SourceError> {
+        if let Ok(mut t) = self.last_commit.lock() {
+            *t = Instant::now();
+        }
+        let commits: Vec<(TopicPartition, i64)> = {
+            let mut tracker = self.tracker()?;
+            let positions = if all { tracker.positions() } else { tracker.take_commits() };
+            positions.into_iter().filter(|((topic, _), _)| *topic == self.topic).collect()
+        };
+        if commits.is_empty() {
+            return Ok(());
+        }
+        let mut tpl = TopicPartitionList::new();
+        for ((topic, partition), offset) in &commits {
+            tpl.add_partition_offset(topic, *partition, Offset::Offset(*offset))
+                .map_err(|e| SourceError::Commit(e.to_string()))?;
+        }
+        if let Err(e) = self.consumer.commit(&tpl, mode) {
+            // Offer these positions again next time rather than waiting for them to move.
+            let partitions: Vec<TopicPartition> = commits.into_iter().map(|(tp, _)| tp).collect();
+            self.tracker()?.retake(&partitions);
+            return Err(SourceError::Commit(e.to_string()));
+        }
+        tracing::debug!(?commits, "committed product offsets");
+        Ok(())
+    }
+
+    /// The periodic commit, if due; a failure is logged and retried later.
+    fn commit_if_due(&self) {
+        if self.commit_due()
+            && let Err(e) = self.commit(CommitMode::Async, false)
+        {
+            tracing::warn!(error = %e, "periodic commit failed; will retry");
+        }
+    }
+}
+
+impl Acknowledge for Products {
+    fn ack(&self, record: &SourceRecord) -> Result<(), SourceError> {
+        self.tracker()?.done(&(record.topic.clone(), record.partition), record.offset);
+        // Committing here too keeps offsets moving while no read is pending (read-ahead full).
+        self.commit_if_due();
+        Ok(())
+    }
+}
+
 /// Reads product and ad events from Kafka.
 pub struct KafkaSource {
     ads: StreamConsumer<Ownership>,
-    products: StreamConsumer<LagContext>,
-    tracker: CommitTracker,
+    products: Arc<Products>,
     changes: Arc<Mutex<Vec<OwnershipChange>>>,
     assigned_at: Arc<Mutex<Option<Instant>>>,
-    products_topic: String,
     ads_topic: String,
     commit_interval: Duration,
-    last_commit: Instant,
     idle_exit: Option<Duration>,
 }
 
@@ -140,16 +209,21 @@ impl KafkaSource {
         products.assign(&tpl).map_err(|e| KafkaSetupError::Config(format!("cannot assign products: {e}")))?;
         tracing::info!(worker, partitions = tpl.count(), "reading all product partitions");
 
+        let commit_interval = Duration::from_millis(k.commit_interval_ms);
+        let products = Arc::new(Products {
+            consumer: products,
+            topic: k.products_topic.clone(),
+            tracker: Mutex::new(CommitTracker::default()),
+            commit_interval,
+            last_commit: Mutex::new(Instant::now()),
+        });
         Ok(Self {
             ads,
             products,
-            tracker: CommitTracker::default(),
             changes,
             assigned_at,
-            products_topic: k.products_topic.clone(),
             ads_topic: k.ads_topic.clone(),
-            commit_interval: Duration::from_millis(k.commit_interval_ms),
-            last_commit: Instant::now(),
+            commit_interval,
             idle_exit: (k.exit_when_idle_ms > 0).then(|| Duration::from_millis(k.exit_when_idle_ms)),
         })
     }
@@ -157,24 +231,6 @@ impl KafkaSource {
     /// How long we have owned our current ad partitions (`None` while we own none).
     fn owned_for(&self) -> Option<Duration> {
         self.assigned_at.lock().ok().and_then(|at| at.map(|t| t.elapsed()))
-    }
-
-    /// Commit finished product offsets (ad offsets are never committed).
-    fn commit_finished(&mut self, mode: CommitMode) -> Result<(), SourceError> {
-        self.last_commit = Instant::now();
-        let commits: Vec<(TopicPartition, i64)> =
-            self.tracker.take_commits().into_iter().filter(|((topic, _), _)| *topic == self.products_topic).collect();
-        if commits.is_empty() {
-            return Ok(());
-        }
-        let mut tpl = TopicPartitionList::new();
-        for ((topic, partition), offset) in &commits {
-            tpl.add_partition_offset(topic, *partition, Offset::Offset(*offset))
-                .map_err(|e| SourceError::Commit(e.to_string()))?;
-        }
-        self.products.commit(&tpl, mode).map_err(|e| SourceError::Commit(e.to_string()))?;
-        tracing::debug!(?commits, "committed product offsets");
-        Ok(())
     }
 
     fn to_record(&self, m: &BorrowedMessage<'_>) -> SourceRecord {
@@ -196,15 +252,11 @@ impl EventSource for KafkaSource {
         let idle_since = Instant::now();
         let wait = self.idle_exit.map_or(self.commit_interval, |idle| idle.min(self.commit_interval));
         let record = loop {
-            if self.last_commit.elapsed() >= self.commit_interval
-                && let Err(e) = self.commit_finished(CommitMode::Async)
-            {
-                tracing::warn!(error = %e, "periodic commit failed; will retry");
-            }
+            self.products.commit_if_due();
             let received = tokio::time::timeout(wait, async {
                 tokio::select! {
                     m = self.ads.recv() => m.map(|m| self.to_record(&m)),
-                    m = self.products.recv() => m.map(|m| self.to_record(&m)),
+                    m = self.products.consumer.recv() => m.map(|m| self.to_record(&m)),
                 }
             })
             .await;
@@ -227,13 +279,12 @@ impl EventSource for KafkaSource {
                 Err(_) => {}
             }
         };
-        self.tracker.start(&(record.topic.clone(), record.partition), record.offset);
+        self.products.tracker()?.start(&(record.topic.clone(), record.partition), record.offset);
         Ok(Some(record))
     }
 
-    async fn ack(&mut self, record: &SourceRecord) -> Result<(), SourceError> {
-        self.tracker.done(&(record.topic.clone(), record.partition), record.offset);
-        Ok(())
+    fn ack_handle(&self) -> AckHandle {
+        AckHandle::new(self.products.clone())
     }
 
     fn take_ownership_changes(&mut self) -> Vec<OwnershipChange> {
@@ -245,7 +296,9 @@ impl EventSource for KafkaSource {
     }
 
     async fn close(&mut self) -> Result<(), SourceError> {
-        self.commit_finished(CommitMode::Sync)?;
+        // Records read ahead but never acknowledged hold their partition's
+        // position back: they are replayed by the next run.
+        self.products.commit(CommitMode::Sync, true)?;
         self.ads.unsubscribe();
         Ok(())
     }

@@ -51,6 +51,37 @@ impl OwnershipFeed {
     }
 }
 
+/// Acknowledges records to a source from outside it: implemented by a part
+/// the source shares (Kafka's offset tracker, the files' positions), so
+/// that a record can be acknowledged while a `next` call holds the source.
+pub trait Acknowledge: Send + Sync {
+    /// The record's effects are durable: the source may commit past it once
+    /// every earlier record of its partition is acknowledged too.
+    fn ack(&self, record: &SourceRecord) -> Result<(), SourceError>;
+}
+
+/// A shared, cloneable [`Acknowledge`] handle, from [`EventSource::ack_handle`].
+#[derive(Clone)]
+pub struct AckHandle(Arc<dyn Acknowledge>);
+
+impl AckHandle {
+    /// A handle to `acker`, which the source keeps a reference to as well.
+    pub fn new(acker: Arc<dyn Acknowledge>) -> Self {
+        Self(acker)
+    }
+
+    /// The record's effects are durable (see [`Acknowledge::ack`]).
+    pub fn ack(&self, record: &SourceRecord) -> Result<(), SourceError> {
+        self.0.ack(record)
+    }
+}
+
+impl std::fmt::Debug for AckHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AckHandle")
+    }
+}
+
 /// Errors reading from or acknowledging to a source.
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {
@@ -63,13 +94,16 @@ pub enum SourceError {
 }
 
 /// Where events come from. Records of one partition are delivered in order;
-/// `ack` marks a record's effects durable so the source may commit past it.
+/// acknowledging a record through [`EventSource::ack_handle`] marks its
+/// effects durable so the source may commit past it. The handle works while
+/// a `next` call is pending, so finished records are acknowledged at once
+/// even when the input is idle; acknowledgements must come in input order.
 #[async_trait]
 pub trait EventSource: Send {
     /// The next record, or `None` when the input is exhausted.
     async fn next(&mut self) -> Result<Option<SourceRecord>, SourceError>;
-    /// The record's effects are durable.
-    async fn ack(&mut self, record: &SourceRecord) -> Result<(), SourceError>;
+    /// A handle acknowledging this source's records, usable during `next`.
+    fn ack_handle(&self) -> AckHandle;
     /// Ownership changes since the last call (sources without partitions have none).
     fn take_ownership_changes(&mut self) -> Vec<OwnershipChange> {
         Vec::new()
@@ -78,7 +112,8 @@ pub trait EventSource: Send {
     fn ownership_feed(&self) -> Option<OwnershipFeed> {
         None
     }
-    /// Stop consuming and persist the final position (called once, at the end).
+    /// Stop consuming and persist every acknowledged position (called once,
+    /// at the end; records read but not acknowledged are replayed next run).
     async fn close(&mut self) -> Result<(), SourceError> {
         Ok(())
     }
