@@ -154,7 +154,7 @@ pub async fn maintain(p: &MaintainParams) -> Result<Vec<String>, StoreError> {
     for a in 0..p.ads {
         let ad = AdRecord {
             ad_id: format!("a{a}"),
-            vector: clustered(&mut rng, &centres),
+            vector: clustered(&mut rng, &centres).into(),
             image_url: String::new(),
             k: p.k,
             filter: AdFilter { in_stock: Some(true), ..Default::default() },
@@ -241,7 +241,7 @@ pub async fn maintain(p: &MaintainParams) -> Result<Vec<String>, StoreError> {
             // event's cost is extrapolated from their mean.
             for ad in r.live_ads().step_by((p.ads / p.naive_ads.max(1)).max(1)).take(p.naive_ads) {
                 let naive = Instant::now();
-                store.search(ad.vector.clone(), ad.store_filter(), p.k).await?;
+                store.search(ad.vector.to_vec(), ad.store_filter(), p.k).await?;
                 naive_query_ms.push(naive.elapsed().as_secs_f64() * 1000.0);
             }
         }
@@ -292,7 +292,7 @@ pub async fn maintain(p: &MaintainParams) -> Result<Vec<String>, StoreError> {
     let step = (p.ads / p.check_ads.max(1)).max(1);
     let checked: Vec<AdRecord> = r.live_ads().step_by(step).take(p.check_ads).cloned().collect();
     for ad in &checked {
-        let expected = store.search(ad.vector.clone(), ad.store_filter(), ad.k).await?;
+        let expected = store.search(ad.vector.to_vec(), ad.store_filter(), ad.k).await?;
         let ids = ad.items.iter().map(|i| i.product_id.as_str());
         if !ids.eq(expected.iter().map(|h| h.id.as_str())) {
             mismatches += 1;

@@ -655,7 +655,7 @@ impl Pipeline {
             Some(s) if s.image_url == a.image_url && s.model == model => s.vector.clone(),
             _ => {
                 let raw = self.image_vector(&a.image_url, image).await?;
-                self.into_space(crate::adapt::Entity::Ad, &a.ad_id, raw).await?
+                self.into_space(crate::adapt::Entity::Ad, &a.ad_id, raw).await?.into()
             }
         };
         let ad = AdRecord {

@@ -33,8 +33,9 @@ pub struct ProductRecord {
 pub struct AdRecord {
     /// Ad id.
     pub ad_id: String,
-    /// L2-normalised creative embedding.
-    pub vector: Vec<f32>,
+    /// L2-normalised creative embedding (shared with the list engine's
+    /// index, which would otherwise hold a second copy of every ad vector).
+    pub vector: std::sync::Arc<[f32]>,
     /// Creative image.
     pub image_url: String,
     /// List length.
@@ -110,7 +111,7 @@ impl AdRecord {
             "model": self.model,
             "partition": self.partition,
         });
-        Point { id: self.ad_id.clone(), vector: self.vector.clone(), payload: as_object(payload) }
+        Point { id: self.ad_id.clone(), vector: self.vector.to_vec(), payload: as_object(payload) }
     }
 
     /// From a store point; `None` if the payload is not an ad's.
@@ -127,7 +128,7 @@ impl AdRecord {
             deleted: pl.get("deleted").and_then(Value::as_bool).unwrap_or(false),
             model: get_str(pl, "model")?,
             partition: pl.get("partition").and_then(Value::as_i64).unwrap_or(0) as i32,
-            vector: p.vector,
+            vector: p.vector.into(),
         })
     }
 
@@ -185,7 +186,7 @@ mod tests {
         filter.attributes.insert("category".into(), vec![AttrValue::Str("polo".into())]);
         let a = AdRecord {
             ad_id: "a".into(),
-            vector: vec![0.0, 1.0],
+            vector: vec![0.0, 1.0].into(),
             image_url: "http://x/a.jpg".into(),
             k: 3,
             filter,

@@ -87,7 +87,7 @@ async fn hundred_thousand_seeded_changes_stay_exact() {
             }
             let ad = AdRecord {
                 ad_id: id,
-                vector: random_vector(&mut rng, centre),
+                vector: random_vector(&mut rng, centre).into(),
                 image_url: "http://x/ad.jpg".into(),
                 k: rng.random_range(1..=10),
                 filter,

@@ -46,7 +46,7 @@ fn product(id: &str, vector: Vec<f32>, in_stock: bool, space: &str) -> ProductRe
 fn ad(id: &str, vector: Vec<f32>, k: usize, in_stock: Option<bool>, space: &str) -> AdRecord {
     AdRecord {
         ad_id: id.into(),
-        vector,
+        vector: vector.into(),
         image_url: format!("file:///img/{id}.jpg"),
         k,
         filter: AdFilter { in_stock, ..Default::default() },

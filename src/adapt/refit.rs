@@ -50,9 +50,13 @@ pub async fn refit(config: &Config, sink: Arc<dyn ListSink>) -> Result<RefitRepo
     let products: Vec<ProductRecord> =
         stores.products.scroll_all(true).await?.into_iter().filter_map(ProductRecord::from_point).collect();
     let ads: Vec<AdRecord> = stores.ads.scroll_all(true).await?.into_iter().filter_map(AdRecord::from_point).collect();
-    let raw_products =
-        raw_vectors(&stores, stores.raw_products.as_ref(), products.iter().map(|p| (&p.product_id, &p.vector))).await?;
-    let raw_ads = raw_vectors(&stores, stores.raw_ads.as_ref(), ads.iter().map(|a| (&a.ad_id, &a.vector))).await?;
+    let raw_products = raw_vectors(
+        &stores,
+        stores.raw_products.as_ref(),
+        products.iter().map(|p| (&p.product_id, p.vector.as_slice())),
+    )
+    .await?;
+    let raw_ads = raw_vectors(&stores, stores.raw_ads.as_ref(), ads.iter().map(|a| (&a.ad_id, &a.vector[..]))).await?;
 
     let target = target_space(config, &raw, &products, &raw_products)?;
     let from = current.id().to_string();
@@ -115,10 +119,10 @@ fn target_space(
 async fn raw_vectors<'a>(
     stores: &SpaceStores,
     raw_store: Option<&Arc<dyn VectorStore>>,
-    entities: impl Iterator<Item = (&'a String, &'a Vec<f32>)>,
+    entities: impl Iterator<Item = (&'a String, &'a [f32])>,
 ) -> Result<HashMap<String, Vec<f32>>, AdaptError> {
     let Some(raw_store) = raw_store.filter(|_| stores.space.transform().is_some()) else {
-        return Ok(entities.map(|(id, v)| (id.clone(), v.clone())).collect());
+        return Ok(entities.map(|(id, v)| (id.clone(), v.to_vec())).collect());
     };
     let mut all: HashMap<String, Vec<f32>> =
         raw_store.scroll_all(true).await?.into_iter().map(|p| (p.id, p.vector)).collect();
@@ -159,13 +163,13 @@ async fn copy_ads(new: &SpaceStores, ads: &[AdRecord], raw: &HashMap<String, Vec
             let mut moved = a.clone();
             match raw.get(&a.ad_id) {
                 Some(r) => {
-                    moved.vector = new.space.project(r.clone())?;
+                    moved.vector = new.space.project(r.clone())?.into();
                     moved.model = new.space.id().to_string();
                     raw_points.push(raw_point(&a.ad_id, r.clone()));
                 }
                 // A deleted ad may have no raw vector: keep its version, force a re-embed on re-creation.
                 None if a.deleted => {
-                    moved.vector = vec![0.0; new.space.dim()];
+                    moved.vector = vec![0.0; new.space.dim()].into();
                     moved.model = String::new();
                 }
                 None => return Err(AdaptError::Catalogue(format!("ad {} has no raw vector", a.ad_id))),

@@ -8,6 +8,7 @@
 //! top-K; only when removals shrink it below K must it be refilled.
 
 use std::cmp::Ordering;
+use std::sync::Arc;
 
 use crate::events::ListItem;
 
@@ -17,14 +18,58 @@ pub fn rank_order(a: &ListItem, b: &ListItem) -> Ordering {
     (b.score + 0.0).total_cmp(&(a.score + 0.0)).then_with(|| a.product_id.cmp(&b.product_id))
 }
 
+/// A product as buffers hold it: one allocation shared by every buffer the
+/// product enters (at 100k ads × K' entries, strings per entry cost hundreds
+/// of MB).
+#[derive(Debug, PartialEq)]
+pub struct Product {
+    /// Product id.
+    pub id: Box<str>,
+    /// Its image (published with the list).
+    pub image_url: Box<str>,
+}
+
+impl Product {
+    /// A shareable product from its id and image.
+    pub fn shared(id: &str, image_url: &str) -> Arc<Self> {
+        Arc::new(Self { id: id.into(), image_url: image_url.into() })
+    }
+}
+
+/// One buffered product with its score for the buffer's ad.
+#[derive(Debug, Clone, PartialEq)]
+struct Entry {
+    score: f32,
+    product: Arc<Product>,
+}
+
+impl Entry {
+    fn of(item: ListItem) -> Self {
+        Self { score: item.score, product: Product::shared(&item.product_id, &item.image_url) }
+    }
+
+    fn item(&self) -> ListItem {
+        ListItem {
+            product_id: self.product.id.to_string(),
+            score: self.score,
+            image_url: self.product.image_url.to_string(),
+        }
+    }
+
+    /// [`rank_order`] on entries.
+    fn order(&self, other: &Self) -> Ordering {
+        (other.score + 0.0).total_cmp(&(self.score + 0.0)).then_with(|| self.product.id.cmp(&other.product.id))
+    }
+}
+
 /// Candidates of one ad.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct TopBuffer {
     /// Best first, at most `capacity` items.
-    items: Vec<ListItem>,
+    items: Vec<Entry>,
     /// Best product outside the buffer at the last fill or overflow; `None`
     /// means nothing qualifying lies outside.
-    bound: Option<ListItem>,
+    bound: Option<Entry>,
     capacity: usize,
 }
 
@@ -32,14 +77,14 @@ impl TopBuffer {
     /// A buffer from a store answer: the top `capacity + 1` hits, best first.
     pub fn from_hits(mut hits: Vec<ListItem>, capacity: usize) -> Self {
         hits.sort_by(rank_order);
-        let bound = (hits.len() > capacity).then(|| hits.remove(capacity));
+        let bound = (hits.len() > capacity).then(|| Entry::of(hits.remove(capacity)));
         hits.truncate(capacity);
-        Self { items: hits, bound, capacity }
+        Self { items: hits.into_iter().map(Entry::of).collect(), bound, capacity }
     }
 
     /// The first `k` items: the exact top-k when [`TopBuffer::can_answer`].
-    pub fn top(&self, k: usize) -> &[ListItem] {
-        &self.items[..k.min(self.items.len())]
+    pub fn top(&self, k: usize) -> Vec<ListItem> {
+        self.items.iter().take(k).map(Entry::item).collect()
     }
 
     /// Whether the first `k` items are provably the top-k.
@@ -47,9 +92,9 @@ impl TopBuffer {
         self.items.len() >= k || self.bound.is_none()
     }
 
-    /// Every buffered item, best first.
-    pub fn items(&self) -> &[ListItem] {
-        &self.items
+    /// Ids of every buffered product, best first.
+    pub fn ids(&self) -> impl Iterator<Item = &str> {
+        self.items.iter().map(|e| &*e.product.id)
     }
 
     /// The score a product must reach to enter (`None`: anything qualifying enters).
@@ -59,24 +104,25 @@ impl TopBuffer {
 
     /// Whether the buffer holds this product.
     pub fn contains(&self, product_id: &str) -> bool {
-        self.items.iter().any(|i| i.product_id == product_id)
+        self.ids().any(|id| id == product_id)
     }
 
     /// Drop a product (deleted, changed, or no longer qualifying).
     pub fn remove(&mut self, product_id: &str) -> bool {
         let before = self.items.len();
-        self.items.retain(|i| i.product_id != product_id);
+        self.items.retain(|e| &*e.product.id != product_id);
         self.items.len() != before
     }
 
     /// Offer a qualifying product with its score; kept only if it ranks
     /// before the bound. Returns whether the buffer changed.
-    pub fn offer(&mut self, item: ListItem) -> bool {
-        if self.bound.as_ref().is_some_and(|b| rank_order(&item, b) != Ordering::Less) {
+    pub fn offer(&mut self, score: f32, product: &Arc<Product>) -> bool {
+        let entry = Entry { score, product: product.clone() };
+        if self.bound.as_ref().is_some_and(|b| entry.order(b) != Ordering::Less) {
             return false;
         }
-        let at = self.items.partition_point(|i| rank_order(i, &item) == Ordering::Less);
-        self.items.insert(at, item);
+        let at = self.items.partition_point(|e| e.order(&entry) == Ordering::Less);
+        self.items.insert(at, entry);
         if self.items.len() > self.capacity {
             // The evicted item is now the best one outside.
             self.bound = self.items.pop();
@@ -97,8 +143,8 @@ mod tests {
     fn keeps_the_best_and_tracks_the_bound() {
         let mut b = TopBuffer::from_hits(vec![item("a", 0.9), item("b", 0.8), item("c", 0.7)], 2);
         assert_eq!(b.top(2), [item("a", 0.9), item("b", 0.8)]);
-        assert!(!b.offer(item("d", 0.6)), "ranks after the bound: outside");
-        assert!(b.offer(item("e", 0.85)));
+        assert!(!b.offer(0.6, &Product::shared("d", "")), "ranks after the bound: outside");
+        assert!(b.offer(0.85, &Product::shared("e", "")));
         assert_eq!(b.top(2), [item("a", 0.9), item("e", 0.85)]);
         // b (0.8) was evicted and is the new bound; c (0.7) ranks after it.
         assert!(b.remove("a"));
@@ -109,9 +155,9 @@ mod tests {
     #[test]
     fn ties_go_to_the_smaller_id() {
         let mut b = TopBuffer::from_hits(vec![item("m", 0.5)], 3);
-        assert!(b.offer(item("z", 0.5)));
-        assert!(b.offer(item("a", 0.5)));
-        let ids: Vec<_> = b.top(3).iter().map(|i| i.product_id.as_str()).collect();
+        assert!(b.offer(0.5, &Product::shared("z", "")));
+        assert!(b.offer(0.5, &Product::shared("a", "")));
+        let ids: Vec<_> = b.ids().collect();
         assert_eq!(ids, ["a", "m", "z"]);
     }
 

@@ -1,7 +1,7 @@
 //! The ads a product event must look at, without scoring every ad.
 //!
-//! Ad vectors live in one contiguous matrix (one row per slot) next to their
-//! [`TopBuffer`]s. Ads are grouped around centroids (spherical k-means, redone
+//! Each slot holds its ad's vector (shared with the ad's record, not copied:
+//! at 100k ads a copy is 200 MB) next to its [`TopBuffer`]. Ads are grouped around centroids (spherical k-means, redone
 //! as the ad set doubles); each ad keeps the cosine to its centroid. By the
 //! triangle inequality on angles, `angle(a, p) >= |angle(c, p) - angle(c, a)|`,
 //! so one dot product per centroid bounds the score of every ad in the group:
@@ -16,8 +16,9 @@
 //! grows past twice the buffered items.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
-use super::buffer::TopBuffer;
+use super::buffer::{Product, TopBuffer};
 use super::score::dot;
 use crate::events::AdFilter;
 
@@ -104,7 +105,8 @@ pub struct AdIndex {
     dim: usize,
     slot_of: HashMap<String, usize>,
     slots: Vec<Option<Slot>>,
-    vectors: Vec<f32>,
+    /// Each slot's ad vector, exactly `dim` long (empty for free slots).
+    rows: Vec<Arc<[f32]>>,
     free: Vec<usize>,
     bounds: Bounds,
     /// Unit centroids, `dim` floats each.
@@ -147,7 +149,7 @@ impl AdIndex {
     }
 
     fn row(&self, slot: usize) -> &[f32] {
-        &self.vectors[slot * self.dim..(slot + 1) * self.dim]
+        &self.rows[slot]
     }
 
     fn filter_id(&mut self, filter: &AdFilter) -> u32 {
@@ -163,7 +165,7 @@ impl AdIndex {
     }
 
     /// Index many ads at once; grouping is fitted once at the end.
-    pub fn extend<'a>(&mut self, ads: impl IntoIterator<Item = (&'a str, &'a [f32], &'a AdFilter, TopBuffer)>) {
+    pub fn extend<'a>(&mut self, ads: impl IntoIterator<Item = (&'a str, &'a Arc<[f32]>, &'a AdFilter, TopBuffer)>) {
         self.deferred = true;
         for (ad_id, vector, filter, buffer) in ads {
             self.insert(ad_id, vector, filter, buffer);
@@ -178,7 +180,7 @@ impl AdIndex {
     }
 
     /// Index an ad (replacing any previous entry) with its filled buffer.
-    pub fn insert(&mut self, ad_id: &str, vector: &[f32], filter: &AdFilter, buffer: TopBuffer) {
+    pub fn insert(&mut self, ad_id: &str, vector: &Arc<[f32]>, filter: &AdFilter, buffer: TopBuffer) {
         self.remove(ad_id);
         if self.dim == 0 {
             self.dim = vector.len().max(1);
@@ -187,7 +189,7 @@ impl AdIndex {
             Some(s) => s,
             None => {
                 self.slots.push(None);
-                self.vectors.resize(self.slots.len() * self.dim, 0.0);
+                self.rows.push(Arc::from(Vec::new()));
                 let b = &mut self.bounds;
                 b.group.push(u32::MAX);
                 b.norm.push(0.0);
@@ -198,14 +200,18 @@ impl AdIndex {
                 self.slots.len() - 1
             }
         };
-        // Vectors of another length score as if zero-padded or truncated,
-        // exactly as `dot` treats them.
-        let row = &mut self.vectors[slot * self.dim..(slot + 1) * self.dim];
-        row.fill(0.0);
-        let n = vector.len().min(self.dim);
-        row[..n].copy_from_slice(&vector[..n]);
-        for item in buffer.items() {
-            self.listed.entry(item.product_id.clone()).or_default().push(slot as u32);
+        // Vectors of another length are zero-padded or truncated (so the
+        // bounds and `dot` see the same vector); the usual one is shared.
+        self.rows[slot] = if vector.len() == self.dim {
+            vector.clone()
+        } else {
+            let mut row = vec![0.0; self.dim];
+            let n = vector.len().min(self.dim);
+            row[..n].copy_from_slice(&vector[..n]);
+            row.into()
+        };
+        for id in buffer.ids() {
+            self.listed.entry(id.to_string()).or_default().push(slot as u32);
             self.listed_entries += 1;
         }
         let filter = self.filter_id(filter);
@@ -227,6 +233,7 @@ impl AdIndex {
         let slot = self.slot_of.remove(ad_id)?;
         let removed = self.slots[slot].take().map(|s| s.buffer);
         self.leave_group(slot);
+        self.rows[slot] = Arc::from(Vec::new());
         self.bounds.threshold[slot] = f32::INFINITY;
         self.free.push(slot);
         removed
@@ -385,7 +392,7 @@ impl AdIndex {
         // Per product and filter: 0 not asked yet, 1 accepts, 2 rejects.
         let filters_n = self.filters.len();
         let mut verdict = vec![0u8; n * filters_n];
-        let (slots, filters, b, rows) = (&self.slots, &self.filters, &self.bounds, &self.vectors);
+        let (slots, filters, b, rows) = (&self.slots, &self.filters, &self.bounds, &self.rows);
         let mut out: Vec<Vec<(u32, f32)>> = vec![Vec::new(); n];
         // Score slot `s` against product `j` if the ad accepts it; keep it if it can enter.
         let mut consider = |s: usize, j: usize, out: &mut Vec<Vec<(u32, f32)>>| {
@@ -395,7 +402,7 @@ impl AdIndex {
                 *v = if accepts(j, &filters[f]) { 1 } else { 2 };
             }
             if *v == 1 {
-                let score = dot(&rows[s * dim..(s + 1) * dim], vectors[j]);
+                let score = dot(&rows[s], vectors[j]);
                 // Below the entry score the buffer rejects it anyway (ties go to `offer`).
                 if score >= b.threshold[s] {
                     out[j].push((s as u32, score));
@@ -468,14 +475,18 @@ impl AdIndex {
     }
 
     /// Offer an item to the buffer of `slot`; returns the ad id if it changed.
-    pub fn offer(&mut self, slot: u32, item: super::ListItem) -> Option<&str> {
+    pub fn offer(&mut self, slot: u32, score: f32, product: &Arc<Product>) -> Option<&str> {
         let slot = slot as usize;
-        let id = item.product_id.clone();
-        let changed = self.slots.get_mut(slot)?.as_mut().is_some_and(|s| s.buffer.offer(item));
+        let changed = self.slots.get_mut(slot)?.as_mut().is_some_and(|s| s.buffer.offer(score, product));
         if !changed {
             return None;
         }
-        self.listed.entry(id).or_default().push(slot as u32);
+        match self.listed.get_mut(&*product.id) {
+            Some(slots) => slots.push(slot as u32),
+            None => {
+                self.listed.insert(product.id.to_string(), vec![slot as u32]);
+            }
+        }
         self.listed_entries += 1;
         self.sync_threshold(slot);
         self.compact_listed();
@@ -490,8 +501,8 @@ impl AdIndex {
         self.listed.clear();
         for (slot, s) in self.slots.iter().enumerate() {
             if let Some(s) = s {
-                for item in s.buffer.items() {
-                    self.listed.entry(item.product_id.clone()).or_default().push(slot as u32);
+                for id in s.buffer.ids() {
+                    self.listed.entry(id.to_string()).or_default().push(slot as u32);
                 }
             }
         }
@@ -546,7 +557,12 @@ mod tests {
                 })
                 .collect();
             let capacity = if a % 7 == 0 { 3 } else { 2 };
-            index.insert(&format!("a{a}"), &v, &AdFilter::default(), TopBuffer::from_hits(hits, capacity));
+            index.insert(
+                &format!("a{a}"),
+                &Arc::from(v.clone()),
+                &AdFilter::default(),
+                TopBuffer::from_hits(hits, capacity),
+            );
             vectors.push(v);
         }
         for a in (0..600).step_by(5) {
@@ -591,7 +607,7 @@ mod tests {
             let hits: Vec<ListItem> = (0..2)
                 .map(|i| ListItem { product_id: format!("h{a}-{i}"), score: 0.5, image_url: String::new() })
                 .collect();
-            index.insert(&format!("a{a}"), &v, &filters[a % 3], TopBuffer::from_hits(hits, 1));
+            index.insert(&format!("a{a}"), &Arc::from(v), &filters[a % 3], TopBuffer::from_hits(hits, 1));
         }
         let products: Vec<(Vec<f32>, bool)> =
             (0..40).map(|i| (near(&mut rng, &centres[i % 4], 0.3), i % 2 == 0)).collect();

@@ -97,9 +97,13 @@ fn enter_buffers_batch(index: &mut AdIndex, products: &[ProductRecord]) -> Vec<S
     let found = index.candidates_batch(&vectors, |j, f| f.accepts(products[j].in_stock, &products[j].attributes));
     let mut touched = Vec::new();
     for (product, candidates) in products.iter().zip(found) {
+        if candidates.is_empty() {
+            continue;
+        }
+        // One allocation for every buffer this product enters.
+        let shared = buffer::Product::shared(&product.product_id, &product.image_url);
         for (slot, score) in candidates {
-            let item = ListItem { product_id: product.product_id.clone(), score, image_url: product.image_url.clone() };
-            if let Some(ad_id) = index.offer(slot, item) {
+            if let Some(ad_id) = index.offer(slot, score, &shared) {
                 touched.push(ad_id.to_string());
             }
         }
@@ -239,7 +243,7 @@ impl Recommender {
     /// Query the store for an ad's top-K' (+1 for the bound).
     async fn fill(&mut self, ad: &AdRecord) -> Result<TopBuffer, StoreError> {
         let capacity = self.capacity(ad.k);
-        let hits = self.products.search(ad.vector.clone(), ad.store_filter(), capacity + 1).await?;
+        let hits = self.products.search(ad.vector.to_vec(), ad.store_filter(), capacity + 1).await?;
         self.store_queries += 1;
         let items = hits
             .into_iter()
@@ -298,7 +302,7 @@ impl Recommender {
                 let mut part = AdIndex::default();
                 part.extend(ads.iter().map(|ad| {
                     let empty = TopBuffer::from_hits(Vec::new(), capacity(ad.k));
-                    (ad.ad_id.as_str(), ad.vector.as_slice(), &ad.filter, empty)
+                    (ad.ad_id.as_str(), &ad.vector, &ad.filter, empty)
                 }));
                 part
             })
@@ -338,7 +342,7 @@ impl Recommender {
             }
         }
         drop(parts);
-        self.index.extend(buffers.into_iter().map(|(ad, b)| (ad.ad_id.as_str(), ad.vector.as_slice(), &ad.filter, b)));
+        self.index.extend(buffers.into_iter().map(|(ad, b)| (ad.ad_id.as_str(), &ad.vector, &ad.filter, b)));
         Ok(())
     }
 
@@ -397,7 +401,7 @@ impl Recommender {
             let buffer = self.fill(&ad).await?;
             self.index.insert(ad_id, &ad.vector, &ad.filter, buffer);
         }
-        let items = self.index.buffer(ad_id).map(|b| b.top(ad.k).to_vec()).unwrap_or_default();
+        let items = self.index.buffer(ad_id).map(|b| b.top(ad.k)).unwrap_or_default();
         if !self.changed(&ad.items, &items) {
             return Ok(false);
         }
@@ -448,7 +452,7 @@ impl Recommender {
         ad.version = version;
         ad.deleted = false;
         let buffer = self.fill(&ad).await?;
-        let new_items = buffer.top(ad.k).to_vec();
+        let new_items = buffer.top(ad.k);
         self.index.insert(&ad.ad_id, &ad.vector, &ad.filter, buffer);
         let publish = old_items.as_deref().is_none_or(|old| self.changed(old, &new_items));
         if publish {
@@ -539,7 +543,7 @@ mod tests {
     fn ad(id: &str, k: usize, in_stock: Option<bool>) -> AdRecord {
         AdRecord {
             ad_id: id.into(),
-            vector: vec![1.0, 0.0],
+            vector: vec![1.0, 0.0].into(),
             image_url: "http://x/ad.jpg".into(),
             k,
             filter: AdFilter { in_stock, ..Default::default() },
@@ -719,7 +723,7 @@ mod tests {
                     }
                     Op::Ad { id, v, k, in_stock, category } => {
                         let mut a = ad(&format!("a{id}"), k, in_stock);
-                        a.vector = vector(v);
+                        a.vector = vector(v).into();
                         if let Some(c) = category {
                             a.filter.attributes.insert("category".into(), vec![AttrValue::Str(format!("c{c}"))]);
                         }
