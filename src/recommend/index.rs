@@ -115,7 +115,9 @@ pub struct AdIndex {
     groups: Vec<Group>,
     /// Live slots when the groups were last fitted.
     grouped_at: usize,
-    listed: HashMap<String, Vec<u32>>,
+    /// Reverse index keyed by a 64-bit hash of the product id, not the id
+    /// (a string per listed product): a collision only adds a slot to check.
+    listed: HashMap<u64, Vec<u32>>,
     listed_entries: usize,
     /// Distinct ad filters (most ads share a few), so a product is checked
     /// once per filter rather than once per ad. Never shrinks: bounded by
@@ -211,7 +213,7 @@ impl AdIndex {
             row.into()
         };
         for id in buffer.ids() {
-            self.listed.entry(id.to_string()).or_default().push(slot as u32);
+            self.listed.entry(listed_key(id)).or_default().push(slot as u32);
             self.listed_entries += 1;
         }
         let filter = self.filter_id(filter);
@@ -356,16 +358,30 @@ impl AdIndex {
         self.grouped_at = live.len();
     }
 
-    /// Slots that may hold `product_id` (superset; entries are consumed).
-    pub fn take_listed(&mut self, product_id: &str) -> Vec<u32> {
-        let slots = self.listed.remove(product_id).unwrap_or_default();
+    /// Remove a product from every buffer holding it; the ads whose buffer changed.
+    pub fn leave(&mut self, product_id: &str) -> Vec<String> {
+        let key = listed_key(product_id);
+        let slots = self.listed.remove(&key).unwrap_or_default();
         self.listed_entries -= slots.len();
-        slots
+        let mut touched = Vec::new();
+        let mut others = Vec::new();
+        for slot in slots {
+            match self.remove_from(slot as usize, product_id) {
+                Some(ad_id) => touched.push(ad_id.to_string()),
+                None => others.push(slot),
+            }
+        }
+        // Entries that were not this product's may belong to another product
+        // with the same key; keep them (stale ones go at the next compaction).
+        if !others.is_empty() {
+            self.listed_entries += others.len();
+            self.listed.insert(key, others);
+        }
+        touched
     }
 
     /// Remove a product from the buffer of `slot`; returns the ad id if it was there.
-    pub fn remove_from(&mut self, slot: u32, product_id: &str) -> Option<&str> {
-        let slot = slot as usize;
+    fn remove_from(&mut self, slot: usize, product_id: &str) -> Option<&str> {
         let removed = self.slots.get_mut(slot)?.as_mut().is_some_and(|s| s.buffer.remove(product_id));
         if !removed {
             return None;
@@ -481,12 +497,7 @@ impl AdIndex {
         if !changed {
             return None;
         }
-        match self.listed.get_mut(&*product.id) {
-            Some(slots) => slots.push(slot as u32),
-            None => {
-                self.listed.insert(product.id.to_string(), vec![slot as u32]);
-            }
-        }
+        self.listed.entry(listed_key(&product.id)).or_default().push(slot as u32);
         self.listed_entries += 1;
         self.sync_threshold(slot);
         self.compact_listed();
@@ -502,13 +513,21 @@ impl AdIndex {
         for (slot, s) in self.slots.iter().enumerate() {
             if let Some(s) = s {
                 for id in s.buffer.ids() {
-                    self.listed.entry(id.to_string()).or_default().push(slot as u32);
+                    self.listed.entry(listed_key(id)).or_default().push(slot as u32);
                 }
             }
         }
         self.listed_entries = self.listed.values().map(Vec::len).sum();
         self.listed_compacted = self.listed_entries;
     }
+}
+
+/// Reverse-index key of a product id (fixed-key SipHash: the same in every run).
+fn listed_key(product_id: &str) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::hash::DefaultHasher::new();
+    product_id.hash(&mut h);
+    h.finish()
 }
 
 fn nearest(centroids: &[f32], dim: usize, row: &[f32]) -> (usize, f32) {

@@ -362,8 +362,7 @@ impl Recommender {
 
     /// Drop a product from every buffer holding it; the ads whose buffer changed.
     fn leave_buffers(&mut self, product_id: &str) -> Vec<String> {
-        let slots = self.index.take_listed(product_id);
-        slots.into_iter().filter_map(|slot| self.index.remove_from(slot, product_id).map(str::to_string)).collect()
+        self.index.leave(product_id)
     }
 
     /// A product is gone: drop it from every buffer, publish lists that changed.

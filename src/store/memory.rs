@@ -10,6 +10,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::ops::Bound;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use serde_json::{Map, Value};
@@ -69,8 +70,9 @@ fn field<'a>(payload: &'a Map<String, Value>, key: &str) -> Option<&'a Value> {
 
 #[derive(Debug)]
 struct Entry {
-    id: Box<str>,
-    vector: Vec<f32>,
+    /// Shared with the id map's key (one allocation per id, not two).
+    id: Arc<str>,
+    vector: Box<[f32]>,
     /// The payload object as JSON text.
     payload: Box<str>,
 }
@@ -83,7 +85,7 @@ impl Entry {
     fn point(&self, with_vector: bool) -> Point {
         Point {
             id: self.id.to_string(),
-            vector: if with_vector { self.vector.clone() } else { Vec::new() },
+            vector: if with_vector { self.vector.to_vec() } else { Vec::new() },
             payload: self.payload(),
         }
     }
@@ -92,7 +94,7 @@ impl Entry {
 #[derive(Debug, Default)]
 struct Points {
     /// Entity id → slot, in id order (scroll order).
-    slot_of: BTreeMap<Box<str>, u32>,
+    slot_of: BTreeMap<Arc<str>, u32>,
     slots: Vec<Option<Entry>>,
     free: Vec<u32>,
     /// Field path → one scalar per slot.
@@ -105,8 +107,8 @@ impl Points {
     }
 
     fn upsert(&mut self, point: Point) {
-        let slot = match self.slot_of.get(point.id.as_str()) {
-            Some(s) => *s as usize,
+        let (slot, id) = match self.slot_of.get_key_value(point.id.as_str()) {
+            Some((id, s)) => (*s as usize, id.clone()),
             None => {
                 let s = match self.free.pop() {
                     Some(s) => s as usize,
@@ -116,15 +118,16 @@ impl Points {
                         self.slots.len() - 1
                     }
                 };
-                self.slot_of.insert(point.id.as_str().into(), s as u32);
-                s
+                let id: Arc<str> = point.id.as_str().into();
+                self.slot_of.insert(id.clone(), s as u32);
+                (s, id)
             }
         };
         for (key, column) in &mut self.columns {
             column[slot] = Scalar::of(field(&point.payload, key));
         }
         let payload = serde_json::to_string(&point.payload).unwrap_or_else(|_| "{}".into());
-        self.slots[slot] = Some(Entry { id: point.id.into(), vector: point.vector, payload: payload.into() });
+        self.slots[slot] = Some(Entry { id, vector: point.vector.into(), payload: payload.into() });
     }
 
     fn delete(&mut self, id: &str) {
