@@ -20,19 +20,32 @@ pub fn rank_order(a: &ListItem, b: &ListItem) -> Ordering {
 
 /// A product as buffers hold it: one allocation shared by every buffer the
 /// product enters (at 100k ads × K' entries, strings per entry cost hundreds
-/// of MB).
+/// of MB), with id and image in one string (one heap block, not two).
 #[derive(Debug, PartialEq)]
 pub struct Product {
-    /// Product id.
-    pub id: Box<str>,
-    /// Its image (published with the list).
-    pub image_url: Box<str>,
+    /// Id followed by image URL.
+    text: Box<str>,
+    /// Byte length of the id within `text`.
+    id_len: usize,
 }
 
 impl Product {
     /// A shareable product from its id and image.
     pub fn shared(id: &str, image_url: &str) -> Arc<Self> {
-        Arc::new(Self { id: id.into(), image_url: image_url.into() })
+        let mut text = String::with_capacity(id.len() + image_url.len());
+        text.push_str(id);
+        text.push_str(image_url);
+        Arc::new(Self { text: text.into_boxed_str(), id_len: id.len() })
+    }
+
+    /// Product id.
+    pub fn id(&self) -> &str {
+        &self.text[..self.id_len]
+    }
+
+    /// Its image (published with the list).
+    pub fn image_url(&self) -> &str {
+        &self.text[self.id_len..]
     }
 }
 
@@ -50,15 +63,15 @@ impl Entry {
 
     fn item(&self) -> ListItem {
         ListItem {
-            product_id: self.product.id.to_string(),
+            product_id: self.product.id().to_string(),
             score: self.score,
-            image_url: self.product.image_url.to_string(),
+            image_url: self.product.image_url().to_string(),
         }
     }
 
     /// [`rank_order`] on entries.
     fn order(&self, other: &Self) -> Ordering {
-        (other.score + 0.0).total_cmp(&(self.score + 0.0)).then_with(|| self.product.id.cmp(&other.product.id))
+        (other.score + 0.0).total_cmp(&(self.score + 0.0)).then_with(|| self.product.id().cmp(other.product.id()))
     }
 }
 
@@ -79,7 +92,11 @@ impl TopBuffer {
         hits.sort_by(rank_order);
         let bound = (hits.len() > capacity).then(|| Entry::of(hits.remove(capacity)));
         hits.truncate(capacity);
-        Self { items: hits.into_iter().map(Entry::of).collect(), bound, capacity }
+        // Room for one overflow before the pop: never grows past it, so no
+        // doubling slack (at 100k ads that slack is tens of MB).
+        let mut items = Vec::with_capacity(capacity + 1);
+        items.extend(hits.into_iter().map(Entry::of));
+        Self { items, bound, capacity }
     }
 
     /// The first `k` items: the exact top-k when [`TopBuffer::can_answer`].
@@ -94,7 +111,7 @@ impl TopBuffer {
 
     /// Ids of every buffered product, best first.
     pub fn ids(&self) -> impl Iterator<Item = &str> {
-        self.items.iter().map(|e| &*e.product.id)
+        self.items.iter().map(|e| e.product.id())
     }
 
     /// The score a product must reach to enter (`None`: anything qualifying enters).
@@ -110,7 +127,7 @@ impl TopBuffer {
     /// Drop a product (deleted, changed, or no longer qualifying).
     pub fn remove(&mut self, product_id: &str) -> bool {
         let before = self.items.len();
-        self.items.retain(|e| &*e.product.id != product_id);
+        self.items.retain(|e| e.product.id() != product_id);
         self.items.len() != before
     }
 
@@ -150,6 +167,14 @@ mod tests {
         assert!(b.remove("a"));
         assert!(!b.can_answer(2), "one left and products outside: refill needed");
         assert!(b.can_answer(1));
+    }
+
+    #[test]
+    fn a_shared_product_gives_back_its_id_and_image() {
+        let p = Product::shared("sku-é1", "https://cdn.example/p/1.jpg");
+        assert_eq!((p.id(), p.image_url()), ("sku-é1", "https://cdn.example/p/1.jpg"));
+        let bare = Product::shared("x", "");
+        assert_eq!((bare.id(), bare.image_url()), ("x", ""));
     }
 
     #[test]

@@ -497,7 +497,7 @@ impl AdIndex {
         if !changed {
             return None;
         }
-        self.listed.entry(listed_key(&product.id)).or_default().push(slot as u32);
+        self.listed.entry(listed_key(product.id())).or_default().push(slot as u32);
         self.listed_entries += 1;
         self.sync_threshold(slot);
         self.compact_listed();

@@ -87,23 +87,25 @@ const SCAN_BATCH: usize = 256;
 /// Offer a product to every indexed ad it may enter and qualifies for; the
 /// ads whose buffer changed.
 fn enter_buffers(index: &mut AdIndex, product: &ProductRecord) -> Vec<String> {
-    enter_buffers_batch(index, std::slice::from_ref(product))
+    let shared = [buffer::Product::shared(&product.product_id, &product.image_url)];
+    enter_buffers_batch(index, std::slice::from_ref(product), &shared)
 }
 
 /// [`enter_buffers`] for many products, scored in one batch (offers follow
 /// in input order; a buffer's final content does not depend on it).
-fn enter_buffers_batch(index: &mut AdIndex, products: &[ProductRecord]) -> Vec<String> {
+/// `shared[j]` is `products[j]` as buffers hold it: one allocation for every
+/// buffer the product enters, in every index it is offered to.
+fn enter_buffers_batch(
+    index: &mut AdIndex,
+    products: &[ProductRecord],
+    shared: &[Arc<buffer::Product>],
+) -> Vec<String> {
     let vectors: Vec<&[f32]> = products.iter().map(|p| p.vector.as_slice()).collect();
     let found = index.candidates_batch(&vectors, |j, f| f.accepts(products[j].in_stock, &products[j].attributes));
     let mut touched = Vec::new();
-    for (product, candidates) in products.iter().zip(found) {
-        if candidates.is_empty() {
-            continue;
-        }
-        // One allocation for every buffer this product enters.
-        let shared = buffer::Product::shared(&product.product_id, &product.image_url);
+    for (product, candidates) in shared.iter().zip(found) {
         for (slot, score) in candidates {
-            if let Some(ad_id) = index.offer(slot, score, &shared) {
+            if let Some(ad_id) = index.offer(slot, score, product) {
                 touched.push(ad_id.to_string());
             }
         }
@@ -314,9 +316,13 @@ impl Recommender {
         loop {
             let page = self.products.scroll_page(cursor, SCAN_PAGE, true).await?;
             let products: Vec<ProductRecord> = page.points.into_iter().filter_map(ProductRecord::from_point).collect();
+            // Made once per page, not once per part: a product kept by ads
+            // in several parts is still one allocation.
+            let shared: Vec<_> =
+                products.iter().map(|p| buffer::Product::shared(&p.product_id, &p.image_url)).collect();
             parts.par_iter_mut().for_each(|part| {
-                for batch in products.chunks(SCAN_BATCH) {
-                    enter_buffers_batch(part, batch);
+                for (batch, shared) in products.chunks(SCAN_BATCH).zip(shared.chunks(SCAN_BATCH)) {
+                    enter_buffers_batch(part, batch, shared);
                 }
             });
             progress.advance(products.len());
