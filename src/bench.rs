@@ -21,29 +21,41 @@ use crate::store::edge::EdgeStore;
 use crate::store::memory::MemoryStore;
 use crate::store::{StoreError, VectorStore};
 
-/// Scale and shape of a maintenance benchmark.
-#[derive(Debug, Clone)]
+/// Scale and shape of a maintenance benchmark (also its command-line flags).
+#[derive(Debug, Clone, clap::Args)]
 pub struct MaintainParams {
     /// Ads with standing lists.
+    #[arg(long, default_value_t = 100_000)]
     pub ads: usize,
     /// Products in the catalogue.
+    #[arg(long, default_value_t = 1_000_000)]
     pub products: usize,
     /// Vector dimension.
+    #[arg(long, default_value_t = 512)]
     pub dim: usize,
     /// List length.
+    #[arg(long, default_value_t = 10)]
     pub k: usize,
-    /// Product events measured.
+    /// Product events to measure.
+    #[arg(long, default_value_t = 2_000)]
     pub events: usize,
-    /// Product events the naive strategy is timed on (it is slow).
+    /// Events after which the (slow) naive strategy is also timed.
+    #[arg(long, default_value_t = 3)]
     pub naive_sample: usize,
-    /// Ad queries timed per naive event (the rest is extrapolated).
+    /// Ad queries timed per naive event; its cost is extrapolated to all ads.
+    #[arg(long, default_value_t = 20)]
     pub naive_ads: usize,
-    /// Ads whose final lists are checked against brute force.
+    /// Store holding the catalogue and the ads: `memory` (brute-force maps,
+    /// the test double) or `edge` (the embedded default, on disk in a
+    /// temporary directory).
+    #[arg(long, value_enum, default_value = "memory")]
+    pub store: BenchStore,
+    /// Ads checked against brute force at the end.
+    #[arg(long, default_value_t = 200)]
     pub check_ads: usize,
     /// Random seed.
+    #[arg(long, default_value_t = 7)]
     pub seed: u64,
-    /// Which store holds the catalogue and the ads.
-    pub store: BenchStore,
 }
 
 /// The store a maintenance benchmark runs against.
@@ -152,19 +164,14 @@ pub async fn maintain(p: &MaintainParams) -> Result<Vec<String>, StoreError> {
     store.upsert(batch).await?;
     let mut ads = Vec::with_capacity(10_000);
     for a in 0..p.ads {
-        let ad = AdRecord {
-            ad_id: format!("a{a}"),
-            vector: clustered(&mut rng, &centres).into(),
-            image_url: String::new(),
-            k: p.k,
-            filter: AdFilter { in_stock: Some(true), ..Default::default() },
-            updated_at: Utc::now(),
-            version: 0,
-            items: Vec::new(),
-            deleted: false,
-            model: "bench".into(),
-            partition: 0,
-        };
+        let ad = AdRecord::unpublished(
+            format!("a{a}"),
+            clustered(&mut rng, &centres).into(),
+            String::new(),
+            p.k,
+            AdFilter { in_stock: Some(true), ..Default::default() },
+            "bench".into(),
+        );
         ads.push(ad.to_point());
         if ads.len() == 10_000 {
             ads_store.upsert(std::mem::take(&mut ads)).await?;

@@ -115,40 +115,7 @@ enum BenchCommand {
     /// clustered vectors in a brute-force in-memory store. The default scale
     /// (100k ads x 1M products) needs ~4 GB of RAM and several minutes; use
     /// e.g. `--ads 1000 --products 20000` for a quick run.
-    Maintain {
-        /// Ads with standing lists.
-        #[arg(long, default_value_t = 100_000)]
-        ads: usize,
-        /// Products in the catalogue.
-        #[arg(long, default_value_t = 1_000_000)]
-        products: usize,
-        /// Vector dimension.
-        #[arg(long, default_value_t = 512)]
-        dim: usize,
-        /// List length.
-        #[arg(long, default_value_t = 10)]
-        k: usize,
-        /// Product events to measure.
-        #[arg(long, default_value_t = 2_000)]
-        events: usize,
-        /// Events after which the (slow) naive strategy is also timed.
-        #[arg(long, default_value_t = 3)]
-        naive_sample: usize,
-        /// Ad queries timed per naive event; its cost is extrapolated to all ads.
-        #[arg(long, default_value_t = 20)]
-        naive_ads: usize,
-        /// Store holding the catalogue and the ads: `memory` (brute-force maps,
-        /// the test double) or `edge` (the embedded default, on disk in a
-        /// temporary directory).
-        #[arg(long, value_enum, default_value = "memory")]
-        store: adrec::bench::BenchStore,
-        /// Ads checked against brute force at the end.
-        #[arg(long, default_value_t = 200)]
-        check_ads: usize,
-        /// Random seed.
-        #[arg(long, default_value_t = 7)]
-        seed: u64,
-    },
+    Maintain(adrec::bench::MaintainParams),
     /// Embedding throughput: ONNX Runtime alone, the full pipeline (bytes →
     /// vector) and a Python onnxruntime + Pillow baseline, on the same images.
     Embed {
@@ -189,30 +156,7 @@ async fn main() -> Result<()> {
             println!("demo catalogue: {} products, {} ads in {}", cat.products, cat.ads, out.display());
             Ok(())
         }
-        Command::Bench(BenchCommand::Maintain {
-            ads,
-            products,
-            dim,
-            k,
-            events,
-            naive_sample,
-            naive_ads,
-            check_ads,
-            seed,
-            store,
-        }) => {
-            let params = adrec::bench::MaintainParams {
-                ads,
-                products,
-                dim,
-                k,
-                events,
-                naive_sample,
-                naive_ads,
-                check_ads,
-                seed,
-                store,
-            };
+        Command::Bench(BenchCommand::Maintain(params)) => {
             for line in adrec::bench::maintain(&params).await? {
                 println!("{line}");
             }

@@ -255,7 +255,7 @@ impl Pipeline {
     }
 
     /// Project an entity's raw embedding into the space in use.
-    async fn into_space(
+    async fn project_into_space(
         &self,
         entity: crate::adapt::Entity,
         id: &str,
@@ -430,7 +430,7 @@ impl Pipeline {
         record: &SourceRecord,
         shutdown: &CancellationToken,
     ) -> Result<Option<Outcome>, PipelineError> {
-        let event = self.parse(&record);
+        let event = self.parse(record);
         self.handle_ready(Ready { record: record.clone(), event, image: None, store_retry: false }, shutdown).await
     }
 
@@ -607,7 +607,7 @@ impl Pipeline {
             Some(s) if s.image_url == p.image_url && s.model == model => s.vector,
             _ => {
                 let raw = self.image_vector(&p.image_url, image).await?;
-                self.into_space(crate::adapt::Entity::Product, &p.product_id, raw).await?
+                self.project_into_space(crate::adapt::Entity::Product, &p.product_id, raw).await?
             }
         };
         let record = ProductRecord {
@@ -655,21 +655,20 @@ impl Pipeline {
             Some(s) if s.image_url == a.image_url && s.model == model => s.vector.clone(),
             _ => {
                 let raw = self.image_vector(&a.image_url, image).await?;
-                self.into_space(crate::adapt::Entity::Ad, &a.ad_id, raw).await?.into()
+                self.project_into_space(crate::adapt::Entity::Ad, &a.ad_id, raw).await?.into()
             }
         };
         let ad = AdRecord {
-            ad_id: a.ad_id.clone(),
-            vector,
-            image_url: a.image_url.clone(),
-            k: a.k.unwrap_or(self.config.recommend.default_k),
-            filter: a.filter.clone(),
             updated_at: a.updated_at,
-            version: 0,
-            items: Vec::new(),
-            deleted: false,
-            model,
             partition,
+            ..AdRecord::unpublished(
+                a.ad_id.clone(),
+                vector,
+                a.image_url.clone(),
+                a.k.unwrap_or(self.config.recommend.default_k),
+                a.filter.clone(),
+                model,
+            )
         };
         let published = self.recommender.upsert_ad(ad).await? as usize;
         Ok(Outcome::Applied { published })

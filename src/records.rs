@@ -97,6 +97,31 @@ impl ProductRecord {
 }
 
 impl AdRecord {
+    /// A new ad state with nothing published yet: version 0, no list,
+    /// partition 0, stamped now (callers override what they know better).
+    pub fn unpublished(
+        ad_id: String,
+        vector: std::sync::Arc<[f32]>,
+        image_url: String,
+        k: usize,
+        filter: AdFilter,
+        model: String,
+    ) -> Self {
+        Self {
+            ad_id,
+            vector,
+            image_url,
+            k,
+            filter,
+            updated_at: Utc::now(),
+            version: 0,
+            items: Vec::new(),
+            deleted: false,
+            model,
+            partition: 0,
+        }
+    }
+
     /// As a store point.
     pub fn to_point(&self) -> Point {
         let payload = json!({

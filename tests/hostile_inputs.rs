@@ -53,27 +53,6 @@ fn is_red(p: &Rgb<u8>) -> bool {
     p[0] > 200 && p[1] < 60 && p[2] < 60
 }
 
-/// Insert an EXIF APP1 segment (big-endian TIFF, IFD0 with one entry:
-/// Orientation) right after the JPEG's SOI marker.
-fn with_exif_orientation(jpeg: &[u8], orientation: u16) -> Vec<u8> {
-    let mut tiff = b"MM\0\x2a\0\0\0\x08".to_vec();
-    tiff.extend_from_slice(&1u16.to_be_bytes()); // one entry
-    tiff.extend_from_slice(&0x0112u16.to_be_bytes()); // Orientation
-    tiff.extend_from_slice(&3u16.to_be_bytes()); // SHORT
-    tiff.extend_from_slice(&1u32.to_be_bytes()); // count
-    tiff.extend_from_slice(&orientation.to_be_bytes());
-    tiff.extend_from_slice(&[0, 0]); // value padding
-    tiff.extend_from_slice(&0u32.to_be_bytes()); // no next IFD
-    let mut app1 = vec![0xff, 0xe1];
-    app1.extend_from_slice(&((2 + 6 + tiff.len()) as u16).to_be_bytes());
-    app1.extend_from_slice(b"Exif\0\0");
-    app1.extend_from_slice(&tiff);
-    let mut out = jpeg[..2].to_vec();
-    out.extend_from_slice(&app1);
-    out.extend_from_slice(&jpeg[2..]);
-    out
-}
-
 /// Bits written MSB first, with JPEG's 0xFF00 byte stuffing.
 struct BitWriter {
     out: Vec<u8>,
@@ -309,7 +288,7 @@ fn build_catalogue() -> Images {
         Rgba([200, (x * 4) as u8, 30, if (x / 8 + y / 8) % 2 == 0 { 0 } else { 255 }])
     });
     add("rgba.png", "image/png", encode(DynamicImage::ImageRgba8(rgba), ImageFormat::Png));
-    add("exif6.jpg", "image/jpeg", with_exif_orientation(&rgb(marked(64, 32), ImageFormat::Jpeg), 6));
+    add("exif6.jpg", "image/jpeg", common::exif::with_exif_orientation(&rgb(marked(64, 32), ImageFormat::Jpeg), 6));
     add("one.png", "image/png", rgb(RgbImage::from_pixel(1, 1, Rgb([10, 120, 200])), ImageFormat::Png));
     add("large.jpg", "image/jpeg", rgb(photo(8000, 6000), ImageFormat::Jpeg));
     images
@@ -530,7 +509,8 @@ fn generated_images_decode_as_documented() {
     let max_side = adrec::config::FetchConfig::default().max_image_side;
     // EXIF orientation 6 (rotate 90° clockwise): 64×32 becomes 32×64 and
     // the red top-left corner moves to the top-right.
-    let exif = with_exif_orientation(&encode(DynamicImage::ImageRgb8(marked(64, 32)), ImageFormat::Jpeg), 6);
+    let exif =
+        common::exif::with_exif_orientation(&encode(DynamicImage::ImageRgb8(marked(64, 32)), ImageFormat::Jpeg), 6);
     let img = preprocess::decode(&exif, max_side).expect("exif jpeg");
     assert_eq!(img.dimensions(), (32, 64));
     assert!(is_red(img.get_pixel(27, 4)) && !is_red(img.get_pixel(4, 4)));

@@ -85,19 +85,14 @@ async fn hundred_thousand_seeded_changes_stay_exact() {
                     .attributes
                     .insert("category".into(), vec![AttrValue::Str(format!("c{}", rng.random_range(0..3)))]);
             }
-            let ad = AdRecord {
-                ad_id: id,
-                vector: random_vector(&mut rng, centre).into(),
-                image_url: "http://x/ad.jpg".into(),
-                k: rng.random_range(1..=10),
+            let ad = AdRecord::unpublished(
+                id,
+                random_vector(&mut rng, centre).into(),
+                "http://x/ad.jpg".into(),
+                rng.random_range(1..=10),
                 filter,
-                updated_at: Utc::now(),
-                version: 0,
-                items: vec![],
-                deleted: false,
-                model: "m".into(),
-                partition: 0,
-            };
+                "m".into(),
+            );
             r.upsert_ad(ad).await.expect("ad");
         } else {
             r.delete_ad(&format!("a{}", rng.random_range(0..ADS))).await.expect("delete ad");

@@ -44,19 +44,14 @@ fn product(id: &str, vector: Vec<f32>, in_stock: bool, space: &str) -> ProductRe
 }
 
 fn ad(id: &str, vector: Vec<f32>, k: usize, in_stock: Option<bool>, space: &str) -> AdRecord {
-    AdRecord {
-        ad_id: id.into(),
-        vector: vector.into(),
-        image_url: format!("file:///img/{id}.jpg"),
+    AdRecord::unpublished(
+        id.into(),
+        vector.into(),
+        format!("file:///img/{id}.jpg"),
         k,
-        filter: AdFilter { in_stock, ..Default::default() },
-        updated_at: Utc::now(),
-        version: 0,
-        items: vec![],
-        deleted: false,
-        model: space.into(),
-        partition: 0,
-    }
+        AdFilter { in_stock, ..Default::default() },
+        space.into(),
+    )
 }
 
 /// Checks the current space; returns each live ad's version.

@@ -70,8 +70,7 @@ fn write_stream(demo_dir: &Path, input: &Path) -> usize {
         }
         lines.push(change.to_string());
     }
-    let mut ad: serde_json::Value =
-        serde_json::from_str(&read("ads.jsonl").lines().next().expect("an ad")).expect("ad");
+    let mut ad: serde_json::Value = serde_json::from_str(read("ads.jsonl").lines().next().expect("an ad")).expect("ad");
     ad["k"] = serde_json::json!(4);
     ad["updated_at"] = serde_json::json!("2026-12-02T10:00:00Z");
     lines.push(ad.to_string());
@@ -150,14 +149,7 @@ async fn store_outages_are_waited_out_nothing_skipped_lists_exact() {
     let mut last: BTreeMap<String, Option<RecommendationList>> = BTreeMap::new();
     for (ad_id, value) in published(&config.output_dir()) {
         if let (Some(Some(prev)), Some(new)) = (last.get(&ad_id), &value) {
-            assert!(new.version > prev.version, "ad {ad_id}: version {} after {}", new.version, prev.version);
-            let same = prev.items.len() == new.items.len()
-                && prev
-                    .items
-                    .iter()
-                    .zip(&new.items)
-                    .all(|(a, b)| a.product_id == b.product_id && (a.score - b.score).abs() <= 1e-4);
-            assert!(!same, "ad {ad_id}: version {} republished the same list", new.version);
+            common::assert_republished_changed(&ad_id, prev, new);
         }
         last.insert(ad_id, value);
     }

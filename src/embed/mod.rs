@@ -30,6 +30,9 @@ impl EmbedError {
     }
 }
 
+/// An image's embedding with the decoded, resized pixels it came from.
+pub type EmbeddedWithPixels = (Vec<f32>, image::RgbImage);
+
 /// Turns image bytes into L2-normalised vectors of one embedding space.
 pub trait Embedder: Send + Sync + 'static {
     /// Identifies the embedding space (written on every vector and list).
@@ -52,7 +55,7 @@ pub trait Embedder: Send + Sync + 'static {
         &self,
         _images: &[&[u8]],
         _side: u32,
-    ) -> Option<Vec<Result<(Vec<f32>, image::RgbImage), EmbedError>>> {
+    ) -> Option<Vec<Result<EmbeddedWithPixels, EmbedError>>> {
         None
     }
 }

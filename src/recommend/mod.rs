@@ -546,19 +546,14 @@ mod tests {
     }
 
     fn ad(id: &str, k: usize, in_stock: Option<bool>) -> AdRecord {
-        AdRecord {
-            ad_id: id.into(),
-            vector: vec![1.0, 0.0].into(),
-            image_url: "http://x/ad.jpg".into(),
+        AdRecord::unpublished(
+            id.into(),
+            vec![1.0, 0.0].into(),
+            "http://x/ad.jpg".into(),
             k,
-            filter: AdFilter { in_stock, ..Default::default() },
-            updated_at: Utc::now(),
-            version: 0,
-            items: vec![],
-            deleted: false,
-            model: "m".into(),
-            partition: 0,
-        }
+            AdFilter { in_stock, ..Default::default() },
+            "m".into(),
+        )
     }
 
     async fn setup() -> (Recommender, Arc<MemoryStore>, Arc<Recording>) {

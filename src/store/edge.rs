@@ -135,20 +135,6 @@ impl Inner {
         catch_unwind(AssertUnwindSafe(|| self.shard.flush()))
             .map_err(|panic| StoreError::Unavailable(format!("flushing edge store failed: {}", panic_text(&panic))))
     }
-
-    fn check_dim(&self, vector: &[f32], what: &str) -> Result<(), StoreError> {
-        if vector.len() != self.dim {
-            return Err(StoreError::Rejected(format!(
-                "{what} has dimension {}, store expects {}",
-                vector.len(),
-                self.dim
-            )));
-        }
-        if vector.iter().any(|x| !x.is_finite()) {
-            return Err(StoreError::Rejected(format!("{what} contains a non-finite value")));
-        }
-        Ok(())
-    }
 }
 
 #[async_trait]
@@ -160,7 +146,7 @@ impl VectorStore for EdgeStore {
         self.blocking(move |inner| {
             // Validate the whole batch first so a bad point writes nothing.
             for p in &points {
-                inner.check_dim(&p.vector, &format!("vector of {:?}", p.id))?;
+                super::check_vector(&p.vector, inner.dim, &format!("vector of {:?}", p.id))?;
             }
             let mut engine_points: Vec<PointStructPersisted> = points.into_iter().map(to_engine_point).collect();
             let _guard = inner.lock_writes();
@@ -213,7 +199,7 @@ impl VectorStore for EdgeStore {
             return Ok(Vec::new());
         }
         self.blocking(move |inner| {
-            inner.check_dim(&vector, "query vector")?;
+            super::check_vector(&vector, inner.dim, "query vector")?;
             let filter = match to_engine_filter(&filter)? {
                 Converted::MatchNothing => return Ok(Vec::new()),
                 Converted::Filter(f) => f,
@@ -712,7 +698,7 @@ mod tests {
         // e148..e152 are nearly parallel: check liveness and the filter, not the exact id.
         let hit = &hits[0];
         let n: usize = hit.id[1..].parse().expect("numeric id");
-        assert!(n >= 100 && n % 2 == 0, "deleted or filtered-out point returned: {}", hit.id);
+        assert!(n >= 100 && n.is_multiple_of(2), "deleted or filtered-out point returned: {}", hit.id);
         assert!(hit.score > 0.999, "{}", hit.score);
     }
 

@@ -103,6 +103,18 @@ impl StoreError {
     }
 }
 
+/// Reject a vector a store of dimension `dim` cannot hold (wrong length or
+/// a non-finite value); `what` names it in the error.
+pub fn check_vector(vector: &[f32], dim: usize, what: &str) -> Result<(), StoreError> {
+    if vector.len() != dim {
+        return Err(StoreError::Rejected(format!("{what} has dimension {}, store expects {dim}", vector.len())));
+    }
+    if vector.iter().any(|x| !x.is_finite()) {
+        return Err(StoreError::Rejected(format!("{what} contains a non-finite value")));
+    }
+    Ok(())
+}
+
 /// A collection of vectors with payloads, searchable by cosine similarity.
 #[async_trait]
 pub trait VectorStore: Send + Sync + 'static {

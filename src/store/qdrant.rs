@@ -255,20 +255,6 @@ impl QdrantStore {
             )),
         }
     }
-
-    fn check_vector(&self, vector: &[f32], what: &str) -> Result<(), StoreError> {
-        if vector.len() != self.dim {
-            return Err(StoreError::Rejected(format!(
-                "{what} has dimension {}, store expects {}",
-                vector.len(),
-                self.dim
-            )));
-        }
-        if vector.iter().any(|x| !x.is_finite()) {
-            return Err(StoreError::Rejected(format!("{what} contains a non-finite value")));
-        }
-        Ok(())
-    }
 }
 
 #[async_trait]
@@ -276,7 +262,7 @@ impl VectorStore for QdrantStore {
     async fn upsert(&self, points: Vec<Point>) -> Result<(), StoreError> {
         // Validate the whole batch first so a bad point writes nothing.
         for p in &points {
-            self.check_vector(&p.vector, &format!("vector of {:?}", p.id))?;
+            super::check_vector(&p.vector, self.dim, &format!("vector of {:?}", p.id))?;
         }
         let mut points: Vec<PointStruct> = points.into_iter().map(to_grpc_point).collect();
         while !points.is_empty() {
@@ -333,7 +319,7 @@ impl VectorStore for QdrantStore {
         if limit == 0 {
             return Ok(Vec::new());
         }
-        self.check_vector(&vector, "query vector")?;
+        super::check_vector(&vector, self.dim, "query vector")?;
         let Some(filter) = to_grpc_filter(&filter) else {
             return Ok(Vec::new());
         };

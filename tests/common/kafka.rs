@@ -81,15 +81,7 @@ pub fn latest_lists(bootstrap: &str, topic: &str) -> BTreeMap<String, Option<Rec
         let list = value.map(|v| serde_json::from_str::<RecommendationList>(&v).expect("list json"));
         let key = key.expect("output records are keyed");
         if let (Some(Some(prev)), Some(new)) = (latest.get(&key), &list) {
-            let prev: &RecommendationList = prev;
-            assert!(new.version > prev.version, "ad {key}: version {} after {}", new.version, prev.version);
-            let same = prev.items.len() == new.items.len()
-                && prev
-                    .items
-                    .iter()
-                    .zip(&new.items)
-                    .all(|(a, b)| a.product_id == b.product_id && (a.score - b.score).abs() <= 1e-4);
-            assert!(!same, "ad {key}: version {} republished an unchanged list", new.version);
+            super::assert_republished_changed(&key, prev, new);
         }
         latest.insert(key, list);
     }

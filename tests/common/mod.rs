@@ -5,6 +5,7 @@
 
 pub mod broker;
 pub mod cdp;
+pub mod exif;
 pub mod kafka;
 pub mod prom;
 pub mod worker;
@@ -13,7 +14,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use adrec::config::Config;
-use adrec::events::{AdFilter, ListItem};
+use adrec::events::{AdFilter, ListItem, RecommendationList};
 use adrec::records::ProductRecord;
 
 /// The repository root (where models/ lives).
@@ -23,8 +24,7 @@ pub fn repo() -> PathBuf {
 
 /// A config using the fetched model and a fresh data dir under `root`.
 pub fn config(root: &Path, input: &Path) -> Config {
-    let mut c = Config::default();
-    c.data_dir = root.join("data");
+    let mut c = Config { data_dir: root.join("data"), ..Config::default() };
     c.source.input = input.to_path_buf();
     c.model.manifest = repo().join("models/manifest.toml");
     c.model.path = repo().join("models/efficientnet_lite0.onnx");
@@ -68,4 +68,19 @@ pub fn assert_same_list(ad_id: &str, published: &[ListItem], expected: &[ListIte
             e.score
         );
     }
+}
+
+/// Assert that `new`, published after `prev` for the same ad, has a higher
+/// version and a different list (ids, or a score by more than 1e-4): nothing
+/// is republished unchanged. Written out here rather than calling the
+/// engine's own comparison, so the test does not trust what it checks.
+pub fn assert_republished_changed(ad_id: &str, prev: &RecommendationList, new: &RecommendationList) {
+    assert!(new.version > prev.version, "ad {ad_id}: version {} after {}", new.version, prev.version);
+    let same = prev.items.len() == new.items.len()
+        && prev
+            .items
+            .iter()
+            .zip(&new.items)
+            .all(|(a, b)| a.product_id == b.product_id && (a.score - b.score).abs() <= 1e-4);
+    assert!(!same, "ad {ad_id}: version {} republished an unchanged list", new.version);
 }
