@@ -110,12 +110,23 @@ fn percentile(sorted: &[f64], q: f64) -> f64 {
     sorted[((sorted.len() - 1) as f64 * q).round() as usize]
 }
 
+/// Resident set size in MB (10^6 bytes, the unit of `raw_vectors_mb`).
 fn rss_mb() -> f64 {
+    proc_status_mb("VmRSS:")
+}
+
+/// Peak resident set size so far in MB (10^6 bytes).
+fn peak_rss_mb() -> f64 {
+    proc_status_mb("VmHWM:")
+}
+
+/// A `kB` line of /proc/self/status in MB (10^6 bytes); 0 where unavailable.
+fn proc_status_mb(key: &str) -> f64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("VmRSS:")).map(str::to_string))
+        .and_then(|s| s.lines().find(|l| l.starts_with(key)).map(str::to_string))
         .and_then(|l| l.split_whitespace().nth(1).and_then(|kb| kb.parse::<f64>().ok()))
-        .map_or(0.0, |kb| kb / 1024.0)
+        .map_or(0.0, |kb| kb * 1024.0 / 1e6)
 }
 
 /// Run the benchmark and return its `key=value` lines.
@@ -193,6 +204,7 @@ pub async fn maintain(p: &MaintainParams) -> Result<Vec<String>, StoreError> {
         r.store_queries
     ));
     let rss_built = rss_mb();
+    let peak_built = peak_rss_mb();
 
     // Product events: 60% changed or new images, 20% stock flips, 20% deletions.
     let queries_before = r.store_queries;
@@ -290,6 +302,11 @@ pub async fn maintain(p: &MaintainParams) -> Result<Vec<String>, StoreError> {
         "maintain.rss_mb={rss:.0} maintain.rss_start_mb={rss_start:.0} maintain.rss_stores_mb={rss_stores:.0} maintain.rss_built_mb={rss_built:.0} maintain.raw_vectors_mb={raw_mb:.0}"
     ));
     out.push(format!("ratio.rss_over_raw_vectors={:.2}", rss / raw_mb.max(1e-9)));
+    let peak = peak_rss_mb();
+    out.push(format!(
+        "maintain.peak_rss_mb={peak:.0} maintain.peak_rss_built_mb={peak_built:.0} ratio.peak_rss_over_raw_vectors={:.2}",
+        peak / raw_mb.max(1e-9)
+    ));
     // The engine's own share: everything but the in-memory stores (which a
     // deployment keeps in Qdrant or on disk), against the ads' raw vectors.
     let ads_raw_mb = (p.ads * p.dim * 4) as f64 / 1e6;

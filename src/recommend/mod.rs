@@ -151,10 +151,18 @@ impl Recommender {
         config: RecommendConfig,
         model_id: String,
     ) -> Result<Self, StoreError> {
+        // Paged: at 100k ads the whole collection as points is ~200 MB on
+        // top of the records built from it.
         let mut ads = BTreeMap::new();
-        for point in ads_store.scroll_all(true).await? {
-            if let Some(ad) = AdRecord::from_point(point) {
+        let mut cursor = None;
+        loop {
+            let page = ads_store.scroll_page(cursor, crate::store::SCROLL_PAGE, true).await?;
+            for ad in page.points.into_iter().filter_map(AdRecord::from_point) {
                 ads.insert(ad.ad_id.clone(), ad);
+            }
+            match page.next {
+                Some(next) => cursor = Some(next),
+                None => break,
             }
         }
         Ok(Self {
