@@ -36,7 +36,7 @@ use crate::fetch::{FetchError, Fetcher};
 use crate::recommend::{RecommendError, Recommender};
 use crate::records::{AdRecord, ProductRecord};
 use crate::sink::{DeadLetter, ListSink, SinkError};
-use crate::source::{EventSource, OwnershipChange, SourceError, SourceRecord};
+use crate::source::{EventSource, OwnershipChange, OwnershipFeed, SourceError, SourceRecord};
 use crate::store::{StoreError, VectorStore};
 use crate::telemetry;
 
@@ -67,6 +67,35 @@ async fn pending_next<'a>(
     match reading {
         Some(next) => next.await,
         None => std::future::pending().await,
+    }
+}
+
+/// How an upsert's image relates to the stored state of its entity (when
+/// it was updated, its image URL, its space): the one rule that both the
+/// read-ahead and the apply stage follow.
+#[derive(Debug, PartialEq)]
+enum Versus {
+    /// The stored state is newer: the upsert is ignored.
+    Stale,
+    /// Same image in the same space: the stored vector is reused (a stock
+    /// or attribute change needs no re-embed).
+    SameImage,
+    /// The image must be downloaded and embedded.
+    NewImage,
+}
+
+impl Versus {
+    fn of(
+        stored: Option<(DateTime<Utc>, &str, &str)>,
+        updated_at: DateTime<Utc>,
+        image_url: &str,
+        model: &str,
+    ) -> Self {
+        match stored {
+            Some((at, _, _)) if at > updated_at => Versus::Stale,
+            Some((_, url, space)) if url == image_url && space == model => Versus::SameImage,
+            _ => Versus::NewImage,
+        }
     }
 }
 
@@ -314,11 +343,7 @@ impl Pipeline {
                 Some(ready) = ahead.next() => {
                     // Ownership moves before the record: it may belong to a partition just
                     // assigned, or to one revoked while it waited.
-                    let changes = match (&feed, idle.as_mut()) {
-                        (Some(feed), _) => feed.take(),
-                        (None, Some(src)) => src.take_ownership_changes(),
-                        (None, None) => Vec::new(),
-                    };
+                    let changes = feed.as_ref().map(OwnershipFeed::take).unwrap_or_default();
                     for change in changes {
                         if !self.change_ownership(change, &shutdown).await {
                             break 'run;
@@ -361,11 +386,14 @@ impl Pipeline {
         let event = self.parse(&record);
         let model = self.space_id();
         let want = match &event {
-            Ok(InputEvent::AdUpserted(a)) => match self.recommender.ad(&a.ad_id) {
-                Some(s) if s.updated_at > a.updated_at => Want::Nothing,
-                Some(s) if s.image_url == a.image_url && s.model == model => Want::Nothing,
-                _ => Want::Image(a.image_url.clone()),
-            },
+            Ok(InputEvent::AdUpserted(a)) => {
+                let stored =
+                    self.recommender.ad(&a.ad_id).map(|s| (s.updated_at, s.image_url.as_str(), s.model.as_str()));
+                match Versus::of(stored, a.updated_at, &a.image_url, &model) {
+                    Versus::NewImage => Want::Image(a.image_url.clone()),
+                    Versus::Stale | Versus::SameImage => Want::Nothing,
+                }
+            }
             Ok(InputEvent::ProductUpserted(p)) => {
                 Want::ProductImage(p.product_id.clone(), p.image_url.clone(), p.updated_at)
             }
@@ -378,11 +406,11 @@ impl Pipeline {
                 Want::Nothing => None,
                 Want::Image(url) => Some(url),
                 Want::ProductImage(id, url, updated_at) => match products.retrieve(vec![id], true).await {
-                    Ok(points) => match points.into_iter().next().and_then(ProductRecord::from_point) {
-                        Some(s) if s.updated_at > updated_at => None,
-                        Some(s) if s.image_url == url && s.model == model => None,
-                        _ => Some(url),
-                    },
+                    Ok(points) => {
+                        let stored = points.into_iter().next().and_then(ProductRecord::from_point);
+                        let state = stored.as_ref().map(|s| (s.updated_at, s.image_url.as_str(), s.model.as_str()));
+                        (Versus::of(state, updated_at, &url, &model) == Versus::NewImage).then_some(url)
+                    }
                     // The store is retried when the record is applied; no head start.
                     Err(_) => {
                         store_retry = true;
@@ -599,12 +627,10 @@ impl Pipeline {
     ) -> Result<Outcome, ProcessError> {
         let model = self.space_id();
         let stored = self.stored_product(&p.product_id).await?;
-        if stored.as_ref().is_some_and(|s| s.updated_at > p.updated_at) {
-            return Ok(Outcome::Stale);
-        }
-        // Same image in the same space: a stock or attribute change needs no re-embed.
-        let vector = match stored {
-            Some(s) if s.image_url == p.image_url && s.model == model => s.vector,
+        let state = stored.as_ref().map(|s| (s.updated_at, s.image_url.as_str(), s.model.as_str()));
+        let vector = match (Versus::of(state, p.updated_at, &p.image_url, &model), stored) {
+            (Versus::Stale, _) => return Ok(Outcome::Stale),
+            (Versus::SameImage, Some(s)) => s.vector,
             _ => {
                 let raw = self.image_vector(&p.image_url, image).await?;
                 self.project_into_space(crate::adapt::Entity::Product, &p.product_id, raw).await?
@@ -647,12 +673,11 @@ impl Pipeline {
         image: &mut Option<Prefetched>,
     ) -> Result<Outcome, ProcessError> {
         let model = self.space_id();
-        let previous = self.recommender.ad(&a.ad_id).cloned();
-        if previous.as_ref().is_some_and(|s| s.updated_at > a.updated_at) {
-            return Ok(Outcome::Stale);
-        }
-        let vector = match &previous {
-            Some(s) if s.image_url == a.image_url && s.model == model => s.vector.clone(),
+        let previous = self.recommender.ad(&a.ad_id);
+        let state = previous.map(|s| (s.updated_at, s.image_url.as_str(), s.model.as_str()));
+        let vector = match (Versus::of(state, a.updated_at, &a.image_url, &model), previous) {
+            (Versus::Stale, _) => return Ok(Outcome::Stale),
+            (Versus::SameImage, Some(s)) => s.vector.clone(),
             _ => {
                 let raw = self.image_vector(&a.image_url, image).await?;
                 self.project_into_space(crate::adapt::Entity::Ad, &a.ad_id, raw).await?.into()

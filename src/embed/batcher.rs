@@ -56,7 +56,6 @@ struct Idle {
 pub struct Batcher {
     jobs: mpsc::Sender<Job>,
     idle: Arc<Mutex<Option<Idle>>>,
-    embedder: Arc<dyn Embedder>,
 }
 
 impl Batcher {
@@ -66,13 +65,8 @@ impl Batcher {
         let config = BatchConfig { max_batch, max_concurrent: config.max_concurrent.max(1), ..config };
         // Room for the batches being formed and run; beyond that callers wait (backpressure).
         let (tx, rx) = mpsc::channel(max_batch * (config.max_concurrent + 1));
-        let idle = Idle { jobs: rx, embedder: embedder.clone(), config };
-        Self { jobs: tx, idle: Arc::new(Mutex::new(Some(idle))), embedder }
-    }
-
-    /// The embedder behind the batcher.
-    pub fn embedder(&self) -> &Arc<dyn Embedder> {
-        &self.embedder
+        let idle = Idle { jobs: rx, embedder, config };
+        Self { jobs: tx, idle: Arc::new(Mutex::new(Some(idle))) }
     }
 
     /// Embed one encoded image as part of the next batch.

@@ -154,17 +154,12 @@ impl Recommender {
         // Paged: at 100k ads the whole collection as points is ~200 MB on
         // top of the records built from it.
         let mut ads = BTreeMap::new();
-        let mut cursor = None;
-        loop {
-            let page = ads_store.scroll_page(cursor, crate::store::SCROLL_PAGE, true).await?;
-            for ad in page.points.into_iter().filter_map(AdRecord::from_point) {
+        crate::store::for_each_page(&*ads_store, crate::store::SCROLL_PAGE, true, |points| {
+            for ad in points.into_iter().filter_map(AdRecord::from_point) {
                 ads.insert(ad.ad_id.clone(), ad);
             }
-            match page.next {
-                Some(next) => cursor = Some(next),
-                None => break,
-            }
-        }
+        })
+        .await?;
         Ok(Self {
             products,
             ads_store,
@@ -233,7 +228,7 @@ impl Recommender {
     }
 
     fn owns(&self, ad: &AdRecord) -> bool {
-        self.owned.as_ref().is_none_or(|o| o.contains(&ad.partition))
+        self.owns_partition(ad.partition)
     }
 
     /// The stored state of an ad (including deleted ones).
@@ -301,7 +296,6 @@ impl Recommender {
     /// one index per core and each page is offered to all of them in parallel.
     async fn rebuild_by_scan(&mut self, ids: &[String]) -> Result<(), StoreError> {
         use rayon::prelude::*;
-        let capacity = |k: usize| k * self.config.buffer_factor.max(1);
         // Borrowed, not cloned: at 100k ads a copy of the records is hundreds of MB.
         let missing: Vec<&AdRecord> = ids.iter().filter_map(|id| self.ads.get(id)).collect();
         let parts_n = rayon::current_num_threads().clamp(1, missing.len().max(1));
@@ -311,7 +305,7 @@ impl Recommender {
             .map(|ads| {
                 let mut part = AdIndex::default();
                 part.extend(ads.iter().map(|ad| {
-                    let empty = TopBuffer::from_hits(Vec::new(), capacity(ad.k));
+                    let empty = TopBuffer::from_hits(Vec::new(), self.capacity(ad.k));
                     (ad.ad_id.as_str(), &ad.vector, &ad.filter, empty)
                 }));
                 part
@@ -320,10 +314,8 @@ impl Recommender {
         let total = self.products.count().await?;
         let started = std::time::Instant::now();
         let mut progress = crate::progress::Progress::start("rebuilding ad lists (catalogue scan)", total);
-        let mut cursor = None;
-        loop {
-            let page = self.products.scroll_page(cursor, SCAN_PAGE, true).await?;
-            let products: Vec<ProductRecord> = page.points.into_iter().filter_map(ProductRecord::from_point).collect();
+        crate::store::for_each_page(&*self.products, SCAN_PAGE, true, |points| {
+            let products: Vec<ProductRecord> = points.into_iter().filter_map(ProductRecord::from_point).collect();
             // Made once per page, not once per part: a product kept by ads
             // in several parts is still one allocation.
             let shared: Vec<_> =
@@ -334,11 +326,8 @@ impl Recommender {
                 }
             });
             progress.advance(products.len());
-            match page.next {
-                Some(next) => cursor = Some(next),
-                None => break,
-            }
-        }
+        })
+        .await?;
         drop(progress);
         tracing::info!(
             products = total,
@@ -367,22 +356,17 @@ impl Recommender {
         let id = &product.product_id;
         // Leave the buffers that hold the old version, then enter those the
         // new one qualifies for; ads the bound rules out are never scored.
-        let mut touched = self.leave_buffers(id);
+        let mut touched = self.index.leave(id);
         touched.extend(enter_buffers(&mut self.index, product));
         touched.sort_unstable();
         touched.dedup();
         self.settle(&touched).await
     }
 
-    /// Drop a product from every buffer holding it; the ads whose buffer changed.
-    fn leave_buffers(&mut self, product_id: &str) -> Vec<String> {
-        self.index.leave(product_id)
-    }
-
     /// A product is gone: drop it from every buffer, publish lists that changed.
     pub async fn product_removed(&mut self, product_id: &str) -> Result<usize, RecommendError> {
         self.rebuild().await?;
-        let mut touched = self.leave_buffers(product_id);
+        let mut touched = self.index.leave(product_id);
         touched.sort_unstable();
         touched.dedup();
         self.settle(&touched).await

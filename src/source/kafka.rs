@@ -35,7 +35,7 @@ use crate::kafka::{KafkaSetupError, consumer_config, setup_error};
 /// Consumer context of the ads group member: records ownership changes for
 /// the pipeline, and when partitions were assigned.
 struct Ownership {
-    changes: Arc<Mutex<Vec<OwnershipChange>>>,
+    changes: OwnershipFeed,
     /// When partitions were last assigned (`None` while we own none): idle
     /// time only counts while we own partitions, not while a group join waits.
     assigned_at: Arc<Mutex<Option<Instant>>>,
@@ -72,9 +72,7 @@ impl ConsumerContext for Ownership {
                 return;
             }
         };
-        if let Ok(mut changes) = self.changes.lock() {
-            changes.push(change);
-        }
+        self.changes.push(change);
     }
 }
 
@@ -167,7 +165,7 @@ impl Acknowledge for Products {
 pub struct KafkaSource {
     ads: StreamConsumer<Ownership>,
     products: Arc<Products>,
-    changes: Arc<Mutex<Vec<OwnershipChange>>>,
+    changes: OwnershipFeed,
     assigned_at: Arc<Mutex<Option<Instant>>>,
     ads_topic: String,
     commit_interval: Duration,
@@ -179,7 +177,7 @@ impl KafkaSource {
     /// properties, or a missing products topic).
     pub fn new(k: &KafkaConfig, data_dir: &Path) -> Result<Self, KafkaSetupError> {
         let consumer_config = |group: &str| consumer_config(k, group);
-        let changes = Arc::new(Mutex::new(Vec::new()));
+        let changes = OwnershipFeed::default();
         let assigned_at = Arc::new(Mutex::new(None));
         let context = Ownership { changes: changes.clone(), assigned_at: assigned_at.clone() };
         let ads: StreamConsumer<Ownership> =
@@ -287,12 +285,8 @@ impl EventSource for KafkaSource {
         AckHandle::new(self.products.clone())
     }
 
-    fn take_ownership_changes(&mut self) -> Vec<OwnershipChange> {
-        self.changes.lock().map(|mut c| std::mem::take(&mut *c)).unwrap_or_default()
-    }
-
     fn ownership_feed(&self) -> Option<OwnershipFeed> {
-        Some(OwnershipFeed(self.changes.clone()))
+        Some(self.changes.clone())
     }
 
     async fn close(&mut self) -> Result<(), SourceError> {

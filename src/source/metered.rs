@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 
-use super::{AckHandle, Acknowledge, EventSource, OwnershipChange, OwnershipFeed, SourceError, SourceRecord};
+use super::{AckHandle, Acknowledge, EventSource, OwnershipFeed, SourceError, SourceRecord};
 use crate::telemetry;
 
 /// Forwards to `inner`, counting unacknowledged records.
@@ -57,10 +57,6 @@ impl EventSource for MeteredSource {
 
     fn ack_handle(&self) -> AckHandle {
         AckHandle::new(Arc::new(MeteredAck { inner: self.inner.ack_handle(), in_flight: self.in_flight.clone() }))
-    }
-
-    fn take_ownership_changes(&mut self) -> Vec<OwnershipChange> {
-        self.inner.take_ownership_changes()
     }
 
     fn ownership_feed(&self) -> Option<OwnershipFeed> {

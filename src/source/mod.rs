@@ -38,13 +38,20 @@ pub enum OwnershipChange {
     Revoked(Vec<i32>),
 }
 
-/// The queue behind [`EventSource::take_ownership_changes`], shared, so that
-/// changes can be read while a `next` call is pending (the pipeline applies
-/// records that were read earlier while it waits for new ones).
+/// A source's queue of ownership changes, shared, so that changes can be
+/// read while a `next` call is pending (the pipeline applies records that
+/// were read earlier while it waits for new ones).
 #[derive(Debug, Clone, Default)]
-pub struct OwnershipFeed(pub Arc<Mutex<Vec<OwnershipChange>>>);
+pub struct OwnershipFeed(Arc<Mutex<Vec<OwnershipChange>>>);
 
 impl OwnershipFeed {
+    /// Queue a change (from the source's rebalance callback).
+    pub fn push(&self, change: OwnershipChange) {
+        if let Ok(mut changes) = self.0.lock() {
+            changes.push(change);
+        }
+    }
+
     /// Changes since the last call, oldest first.
     pub fn take(&self) -> Vec<OwnershipChange> {
         self.0.lock().map(|mut c| std::mem::take(&mut *c)).unwrap_or_default()
@@ -104,11 +111,7 @@ pub trait EventSource: Send {
     async fn next(&mut self) -> Result<Option<SourceRecord>, SourceError>;
     /// A handle acknowledging this source's records, usable during `next`.
     fn ack_handle(&self) -> AckHandle;
-    /// Ownership changes since the last call (sources without partitions have none).
-    fn take_ownership_changes(&mut self) -> Vec<OwnershipChange> {
-        Vec::new()
-    }
-    /// The same changes through a shared handle, if the source has any.
+    /// The queue of ownership changes, if the source has partitions to own.
     fn ownership_feed(&self) -> Option<OwnershipFeed> {
         None
     }

@@ -115,6 +115,25 @@ pub fn check_vector(vector: &[f32], dim: usize, what: &str) -> Result<(), StoreE
     Ok(())
 }
 
+/// Hand every page of `store` to `each`, in scroll order, with one page in
+/// memory at a time (pages of `limit` points).
+pub async fn for_each_page<S: VectorStore + ?Sized>(
+    store: &S,
+    limit: usize,
+    with_vectors: bool,
+    mut each: impl FnMut(Vec<Point>) + Send,
+) -> Result<(), StoreError> {
+    let mut cursor = None;
+    loop {
+        let page = store.scroll_page(cursor, limit, with_vectors).await?;
+        each(page.points);
+        match page.next {
+            Some(next) => cursor = Some(next),
+            None => return Ok(()),
+        }
+    }
+}
+
 /// A collection of vectors with payloads, searchable by cosine similarity.
 #[async_trait]
 pub trait VectorStore: Send + Sync + 'static {
@@ -134,15 +153,8 @@ pub trait VectorStore: Send + Sync + 'static {
     /// large scans should page with [`VectorStore::scroll_page`]).
     async fn scroll_all(&self, with_vectors: bool) -> Result<Vec<Point>, StoreError> {
         let mut out = Vec::new();
-        let mut cursor = None;
-        loop {
-            let page = self.scroll_page(cursor, SCROLL_PAGE, with_vectors).await?;
-            out.extend(page.points);
-            match page.next {
-                Some(next) => cursor = Some(next),
-                None => return Ok(out),
-            }
-        }
+        for_each_page(self, SCROLL_PAGE, with_vectors, |points| out.extend(points)).await?;
+        Ok(out)
     }
     /// Number of points.
     async fn count(&self) -> Result<usize, StoreError>;
