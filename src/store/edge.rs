@@ -506,6 +506,15 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_forged_scroll_cursor_is_rejected_not_a_crash() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = EdgeStore::open(dir.path(), DIM).unwrap();
+        store.upsert(catalog()).await.unwrap();
+        let err = store.scroll_page(Some("not-a-point-id".into()), 2, false).await.expect_err("bad cursor");
+        assert!(matches!(&err, StoreError::Rejected(m) if m.contains("bad scroll cursor")), "{err}");
+    }
+
+    #[tokio::test]
     async fn overwrite_same_id_does_not_duplicate() {
         let dir = tempfile::tempdir().unwrap();
         let store = EdgeStore::open(dir.path(), DIM).unwrap();
